@@ -1,0 +1,113 @@
+//! One way for every service to reach its database.
+//!
+//! `DATABASE_URL` picks the backend: `postgres://…` for production,
+//! `sqlite:path.db` for zero-setup local runs (the file is created). Services
+//! write portable SQL against sqlx's `Any` driver (numbered `$1` parameters,
+//! `BIGINT` epoch-millisecond timestamps, integer flags), and keep one
+//! migration directory per backend (`migrations/postgres`,
+//! `migrations/sqlite`), since DDL differs.
+//!
+//! Each service owns its own database (or SQLite file): migrations of two
+//! services must not share one `_sqlx_migrations` table.
+
+use std::time::Duration;
+
+use sb_config::DatabaseArgs;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+pub use sqlx::{Any, AnyPool};
+
+/// Which database engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+/// Why the database could not be reached or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// `DATABASE_URL` is neither PostgreSQL nor SQLite.
+    #[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got a URL starting with {scheme:?})")]
+    UnsupportedUrl {
+        /// The part before the first `:`.
+        scheme: String,
+    },
+    /// Connecting failed.
+    #[error("connect to the {backend:?} database: {source}")]
+    Connect {
+        /// Which engine.
+        backend: Backend,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connection pool and the engine behind it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The pool; use numbered (`$1`) parameters, which both engines accept.
+    pub pool: AnyPool,
+    /// The engine.
+    pub backend: Backend,
+}
+
+impl Db {
+    /// Connects to `args.url`. SQLite files are created when missing and run
+    /// in WAL mode with a busy timeout, so readers never block the writer.
+    pub async fn connect(args: &DatabaseArgs) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = args.url.trim();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default().to_owned();
+            return Err(DbError::UnsupportedUrl { scheme });
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(|source| DbError::Connect { backend, source })?;
+        let mut pool_options =
+            AnyPoolOptions::new().max_connections(args.max_connections.max(1)).acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|connection, _meta| {
+                Box::pin(async move {
+                    use sqlx::Executor as _;
+                    connection
+                        .execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await.map_err(|source| DbError::Connect { backend, source })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Runs the migrations for this engine.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), DbError> {
+        let migrator = match self.backend {
+            Backend::Postgres => postgres,
+            Backend::Sqlite => sqlite,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

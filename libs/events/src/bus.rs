@@ -1,0 +1,248 @@
+//! The only way services talk to NATS: [`Bus`] wraps the client and the
+//! JetStream context, injects the W3C trace context into every message it
+//! sends, encodes payloads as JSON, and defines the streams.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::rpc::{Reply, RpcError};
+use crate::{HEADER_MSG_ID, Subjects};
+
+/// What can go wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The initial connection failed.
+    #[error("connect to NATS at {url}: {source}")]
+    Connect {
+        /// `NATS_URL`.
+        url: String,
+        /// What the client said.
+        source: async_nats::ConnectError,
+    },
+    /// `SUBJECT_PREFIX` is not usable.
+    #[error(transparent)]
+    Prefix(#[from] crate::subject::InvalidPrefix),
+    /// A core publish failed (the client's buffer is full or closed).
+    #[error("publish to {subject}: {source}")]
+    Publish {
+        /// Where.
+        subject: String,
+        /// Why.
+        source: async_nats::PublishError,
+    },
+    /// A JetStream publish was not acknowledged by the stream.
+    #[error("publish to stream subject {subject}: {source}")]
+    JetStreamPublish {
+        /// Where.
+        subject: String,
+        /// Why.
+        source: async_nats::jetstream::context::PublishError,
+    },
+    /// A request got no answer (no responder, or the timeout passed).
+    #[error("request on {subject}: {source}")]
+    Request {
+        /// Where.
+        subject: String,
+        /// Why.
+        source: async_nats::RequestError,
+    },
+    /// The responder answered with an error.
+    #[error("{subject} answered: {source}")]
+    Remote {
+        /// Where.
+        subject: String,
+        /// The answer.
+        source: RpcError,
+    },
+    /// A stream could not be created or looked up.
+    #[error("create stream {stream}: {source}")]
+    Stream {
+        /// Which stream.
+        stream: String,
+        /// Why.
+        source: async_nats::jetstream::context::CreateStreamError,
+    },
+    /// A payload is not the JSON we expect.
+    #[error("decode payload on {subject}: {source}")]
+    Decode {
+        /// Where it came from.
+        subject: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// A payload could not be encoded (a bug).
+    #[error("encode payload: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A connected NATS client, its JetStream context and the subject map.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    /// The core client (subscribe with it; publish through [`Bus`]).
+    pub client: async_nats::Client,
+    /// The JetStream context.
+    pub jetstream: jetstream::Context,
+    /// Every subject of this deployment.
+    pub subjects: Subjects,
+    /// How long requests wait for an answer.
+    pub request_timeout: Duration,
+}
+
+impl Bus {
+    /// Connects to `url` as `name` (shown by `nats server report connections`).
+    /// The client reconnects by itself after the first connection succeeded.
+    pub async fn connect(url: &str, subject_prefix: &str, name: &str) -> Result<Self, BusError> {
+        let subjects = Subjects::new(subject_prefix)?;
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS, reconnecting")
+                    }
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                    other => tracing::debug!(event = %other, "NATS client event"),
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+        Ok(Self::from_client(client, subjects))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: async_nats::Client, subjects: Subjects) -> Self {
+        let jetstream = jetstream::new(client.clone());
+        Self { client, jetstream, subjects, request_timeout: Duration::from_secs(5) }
+    }
+
+    /// Publishes `payload` as JSON on a core subject, with trace headers.
+    pub async fn publish<T: Serialize + ?Sized>(&self, subject: String, payload: &T) -> Result<(), BusError> {
+        let bytes = Bytes::from(serde_json::to_vec(payload)?);
+        self.publish_bytes(subject, bytes).await
+    }
+
+    /// Publishes already-encoded bytes on a core subject, with trace headers.
+    pub async fn publish_bytes(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        sb_telemetry::nats::inject(&mut headers);
+        self.client
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|source| BusError::Publish { subject, source })
+    }
+
+    /// Publishes `payload` to a stream with `Nats-Msg-Id` = `msg_id` and waits
+    /// for the stream's acknowledgement: once this returns `Ok`, the message
+    /// is stored (a duplicate id within the stream's window is stored once).
+    pub async fn publish_durable<T: Serialize + ?Sized>(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: &T,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        let bytes = Bytes::from(serde_json::to_vec(payload)?);
+        let mut headers = HeaderMap::new();
+        sb_telemetry::nats::inject(&mut headers);
+        headers.insert(HEADER_MSG_ID, msg_id);
+        let pending = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers, bytes)
+            .await
+            .map_err(|source| BusError::JetStreamPublish { subject: subject.clone(), source })?;
+        pending.await.map_err(|source| BusError::JetStreamPublish { subject, source })
+    }
+
+    /// Sends `query` on `subject` and decodes the [`Reply`]; an error reply
+    /// becomes [`BusError::Remote`].
+    pub async fn request<Q: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        subject: String,
+        query: &Q,
+    ) -> Result<R, BusError> {
+        let bytes = Bytes::from(serde_json::to_vec(query)?);
+        let mut headers = HeaderMap::new();
+        sb_telemetry::nats::inject(&mut headers);
+        let request = async_nats::Request::new().payload(bytes).headers(headers).timeout(Some(self.request_timeout));
+        let message = self
+            .client
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|source| BusError::Request { subject: subject.clone(), source })?;
+        let reply: Reply<R> = decode(&subject, &message.payload)?;
+        reply.into_result().map_err(|source| BusError::Remote { subject, source })
+    }
+
+    /// Answers a request whose reply subject is `reply_to`.
+    pub async fn respond<T: Serialize>(&self, reply_to: async_nats::Subject, reply: &Reply<T>) -> Result<(), BusError> {
+        let bytes = Bytes::from(serde_json::to_vec(reply)?);
+        self.client
+            .publish(reply_to.clone(), bytes)
+            .await
+            .map_err(|source| BusError::Publish { subject: reply_to.to_string(), source })
+    }
+
+    /// Creates the ingest stream (`<PREFIX>_MSG`) unless it exists: file
+    /// storage, work-queue retention (a message leaves once messaging acked
+    /// it), a 2-minute de-duplication window, and new messages refused rather
+    /// than old ones dropped if a limit is ever reached.
+    pub async fn ensure_ingest_stream(&self, replicas: usize) -> Result<stream::Stream, BusError> {
+        let name = self.subjects.ingest_stream();
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![self.subjects.ingest_all_subjects()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                num_replicas: replicas.max(1),
+                description: Some("Switchboard: accepted messages until messaging has stored them".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| BusError::Stream { stream: name, source })
+    }
+
+    /// Creates the presence event stream (`<PREFIX>_PRESENCE`) unless it
+    /// exists: file storage, kept for `max_age`, 2-minute de-duplication.
+    pub async fn ensure_presence_stream(&self, replicas: usize, max_age: Duration) -> Result<stream::Stream, BusError> {
+        let name = self.subjects.presence_stream();
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![self.subjects.presence_events_all()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_age,
+                duplicate_window: Duration::from_secs(120),
+                num_replicas: replicas.max(1),
+                description: Some("Switchboard: connects, disconnects, joins and leaves reported by edges".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| BusError::Stream { stream: name, source })
+    }
+
+    /// Flushes what the client buffered, then drains (used at shutdown).
+    pub async fn close(&self) {
+        if let Err(error) = self.client.flush().await {
+            tracing::warn!(%error, "flush NATS at shutdown");
+        }
+        if let Err(error) = self.client.drain().await {
+            tracing::warn!(%error, "drain NATS at shutdown");
+        }
+    }
+}
+
+/// Decodes a JSON payload that arrived on `subject`.
+pub fn decode<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T, BusError> {
+    serde_json::from_slice(payload).map_err(|source| BusError::Decode { subject: subject.to_owned(), source })
+}

@@ -1,0 +1,52 @@
+//! Deliveries (`<p>.deliver.{room.<r>,user.<u>,all}`, core NATS): one client
+//! event, already serialized, that every edge with a matching local socket
+//! emits once to all of them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// One event for the sockets behind a delivery subject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Client event name (see [`crate::client::event`]).
+    pub event: String,
+    /// The event's payload exactly as clients receive it.
+    pub data: Box<RawValue>,
+    /// Skip this socket (e.g. the sender of a private message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_socket: Option<String>,
+    /// Skip every socket of this user (e.g. the user a `user_joined` is about).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_user: Option<String>,
+}
+
+impl Delivery {
+    /// A delivery of `event` with `payload` serialized once.
+    pub fn new(event: &str, payload: &impl Serialize) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            event: event.to_owned(),
+            data: serde_json::value::to_raw_value(payload)?,
+            except_socket: None,
+            except_user: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{PublicUser, UserPresence};
+
+    #[test]
+    fn payload_bytes_pass_through() {
+        let payload = UserPresence {
+            user: PublicUser { id: "u1".into(), email: "u1@example.com".into() },
+            timestamp: "2026-01-01T00:00:00.000Z".into(),
+        };
+        let delivery = Delivery::new("user_online", &payload).unwrap();
+        let wire = serde_json::to_vec(&delivery).unwrap();
+        let back: Delivery = serde_json::from_slice(&wire).unwrap();
+        let decoded: UserPresence = serde_json::from_str(back.data.get()).unwrap();
+        assert_eq!(decoded, payload);
+    }
+}

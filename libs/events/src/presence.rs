@@ -1,0 +1,203 @@
+//! Presence: what edges tell the presence service, and how they are asked.
+//!
+//! - Each edge publishes [`PresenceEvent`]s for its sockets on
+//!   `<p>.presence.ev.<edge>`, captured by the JetStream stream
+//!   `<PREFIX>_PRESENCE`. Events of one edge incarnation carry consecutive
+//!   `seq` numbers from 1 and are published in order with `Nats-Msg-Id` =
+//!   [`PresenceEvent::msg_id`], so a retried publish is stored once and a
+//!   gap is visible.
+//! - Each edge sends an [`EdgeHeartbeat`] on `<p>.presence.hb.<edge>` (core
+//!   NATS) every `interval_ms`; presence declares an edge dead after missing
+//!   heartbeats and publishes an [`PresenceEventKind::EdgeDown`] for it itself
+//!   (`Nats-Msg-Id` = [`edge_down_msg_id`], so replicas agree on one).
+//! - Presence asks an edge to resend its whole state with
+//!   [`crate::control::EdgeCommand::Snapshot`]; the edge answers by publishing
+//!   [`PresenceEventKind::Snapshot`] parts into its event sequence.
+//! - Queries ([`PresenceQuery`]) go to `<p>.presence.query` (request/reply,
+//!   queue group `presence`), answered with [`crate::rpc::Reply`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::PublicUser;
+
+/// One presence event from an edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// The edge's id (stable across restarts, e.g. the pod name).
+    pub edge: String,
+    /// Random id of this edge process (UUIDv7, new at every start).
+    pub incarnation: String,
+    /// 1, 2, 3, ... within one incarnation.
+    pub seq: u64,
+    /// When the edge saw it, epoch milliseconds.
+    pub at_ms: i64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: PresenceEventKind,
+}
+
+impl PresenceEvent {
+    /// The JetStream de-duplication id: `<edge>:<incarnation>:<seq>`.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}:{}", self.edge, self.incarnation, self.seq)
+    }
+}
+
+/// The JetStream de-duplication id of the `EdgeDown` presence publishes for a dead edge.
+pub fn edge_down_msg_id(edge: &str, incarnation: &str) -> String {
+    format!("down:{edge}:{incarnation}")
+}
+
+/// One socket's state, as carried by snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// Socket.IO socket id.
+    pub socket: String,
+    /// The authenticated user.
+    pub user: PublicUser,
+    /// Epoch milliseconds.
+    pub connected_at_ms: i64,
+    /// Rooms the socket is in.
+    pub rooms: Vec<String>,
+}
+
+/// What an edge reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PresenceEventKind {
+    /// This incarnation started: every session of an older incarnation of the
+    /// same edge id is gone (the edge restarted).
+    EdgeUp,
+    /// The incarnation `incarnation` of this edge is gone with all its
+    /// sessions: a graceful stop (published by the edge) or a missed
+    /// heartbeat deadline (published by presence).
+    EdgeDown {
+        /// The incarnation that stopped.
+        incarnation: String,
+    },
+    /// A socket connected and was authenticated.
+    SessionOpened {
+        /// Socket.IO socket id.
+        socket: String,
+        /// Who.
+        user: PublicUser,
+        /// Epoch milliseconds.
+        connected_at_ms: i64,
+    },
+    /// A socket disconnected (for any reason).
+    SessionClosed {
+        /// Socket.IO socket id.
+        socket: String,
+    },
+    /// A socket joined a room.
+    RoomJoined {
+        /// Socket.IO socket id.
+        socket: String,
+        /// The room name as the client sent it.
+        room: String,
+    },
+    /// A socket left a room.
+    RoomLeft {
+        /// Socket.IO socket id.
+        socket: String,
+        /// The room name.
+        room: String,
+    },
+    /// Part of the edge's whole state, sent on request. Parts of one snapshot
+    /// share `snapshot`; the state they describe replaces everything known of
+    /// this edge once the part with `last: true` arrives.
+    Snapshot {
+        /// Id of this snapshot (the requester's `request_id`).
+        snapshot: String,
+        /// 0, 1, 2, ...
+        part: u32,
+        /// Whether this is the final part.
+        last: bool,
+        /// Sessions in this part.
+        sessions: Vec<SessionState>,
+    },
+}
+
+/// An edge's periodic sign of life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeHeartbeat {
+    /// Edge id.
+    pub edge: String,
+    /// Current incarnation.
+    pub incarnation: String,
+    /// Seq of the last presence event this incarnation published (0 = none).
+    pub last_seq: u64,
+    /// Sockets connected now.
+    pub sockets: u64,
+    /// Epoch milliseconds.
+    pub sent_at_ms: i64,
+    /// The edge's heartbeat interval, so presence knows when one is late.
+    pub interval_ms: u64,
+}
+
+/// A question for presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum PresenceQuery {
+    /// Online users, ordered by id; answered with [`crate::client::OnlineUsers`].
+    OnlineUsers {
+        /// 1..=1000.
+        limit: u32,
+        /// From the previous page.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// A room's members cluster-wide; answered with [`RoomMembers`]. With
+    /// `after_seq`, presence first applies the presence stream up to that
+    /// sequence (the edge passes the PubAck of its own `RoomJoined`).
+    RoomMembers {
+        /// The room.
+        room: String,
+        /// Presence stream sequence to wait for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
+    },
+    /// Which of `users` are online; answered with [`OnlineAmong`].
+    OnlineAmong {
+        /// User ids.
+        users: Vec<String>,
+    },
+}
+
+/// Members of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMembers {
+    /// The room.
+    pub room: String,
+    /// Members ordered by id, at most 1000.
+    pub members: Vec<PublicUser>,
+    /// Members in all.
+    pub count: u64,
+}
+
+/// The online subset of an [`PresenceQuery::OnlineAmong`] question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineAmong {
+    /// User ids that have at least one socket.
+    pub online: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_json_round_trips() {
+        let event = PresenceEvent {
+            edge: "edge-0".into(),
+            incarnation: "0192".into(),
+            seq: 7,
+            at_ms: 1,
+            kind: PresenceEventKind::RoomJoined { socket: "s1".into(), room: "a.*".into() },
+        };
+        let json = serde_json::to_string(&event).unwrap();
+        assert!(json.contains("\"type\":\"room_joined\""), "{json}");
+        assert_eq!(serde_json::from_str::<PresenceEvent>(&json).unwrap(), event);
+        assert_eq!(event.msg_id(), "edge-0:0192:7");
+    }
+}

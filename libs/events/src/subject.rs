@@ -1,0 +1,212 @@
+//! Subject names. [`Subjects`] is the only place a subject string is built.
+//!
+//! Shape: `<prefix>.<kind>.<scope>[.<token>]`, fixed tokens lowercase and
+//! general to specific, so `sb.deliver.room.*` and `sb.msg.>` select what one
+//! expects. Client strings (rooms, user ids) enter a subject only as one
+//! [`SubjectToken`].
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::ids::{EdgeId, RoomName, UserId};
+
+/// One subject token made from any string: base64url without padding of its
+/// UTF-8 bytes (the empty string becomes `=`). A token never contains `.`,
+/// `*`, `>` or whitespace, so no client string can be a wildcard or add a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubjectToken(String);
+
+impl SubjectToken {
+    /// Encodes `text` as one token.
+    pub fn encode(text: &str) -> Self {
+        if text.is_empty() {
+            return Self("=".to_owned());
+        }
+        Self(URL_SAFE_NO_PAD.encode(text.as_bytes()))
+    }
+
+    /// Decodes a token made by [`SubjectToken::encode`].
+    pub fn decode(token: &str) -> Option<String> {
+        if token == "=" {
+            return Some(String::new());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// The token text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a subject prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid SUBJECT_PREFIX {0:?}: use 1 to 32 letters, digits, '_' or '-' (one NATS token, also part of stream names)"
+)]
+pub struct InvalidPrefix(pub String);
+
+/// Every subject and stream name of one deployment, built from its prefix
+/// (`SUBJECT_PREFIX`, default `sb`). See `docs/subjects.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+    stream_prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new("sb").expect("the default prefix is valid")
+    }
+}
+
+impl Subjects {
+    /// Subjects under `prefix`: one token of `[A-Za-z0-9_-]`, 1..=32 long.
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(InvalidPrefix(prefix.to_owned()));
+        }
+        Ok(Self { prefix: prefix.to_owned(), stream_prefix: prefix.to_ascii_uppercase().replace('-', "_") })
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    // --- ingest: client messages, on the JetStream stream `<PREFIX>_MSG` ---
+
+    /// Name of the JetStream stream holding accepted messages until messaging has stored them.
+    pub fn ingest_stream(&self) -> String {
+        format!("{}_MSG", self.stream_prefix)
+    }
+    /// Every ingest subject (`<p>.msg.>`), the ingest stream's filter.
+    pub fn ingest_all_subjects(&self) -> String {
+        format!("{}.msg.>", self.prefix)
+    }
+    /// A message to a room.
+    pub fn ingest_room(&self, room: &RoomName) -> String {
+        format!("{}.msg.room.{}", self.prefix, SubjectToken::encode(room.as_str()).as_str())
+    }
+    /// A private message to a user.
+    pub fn ingest_user(&self, user: &UserId) -> String {
+        format!("{}.msg.user.{}", self.prefix, SubjectToken::encode(user.as_str()).as_str())
+    }
+    /// A message to every connected user.
+    pub fn ingest_broadcast(&self) -> String {
+        format!("{}.msg.all", self.prefix)
+    }
+    /// An admin announcement.
+    pub fn ingest_announcement(&self) -> String {
+        format!("{}.msg.announce", self.prefix)
+    }
+
+    // --- deliver: what edges emit to their sockets, core NATS ---
+
+    /// Deliveries to a room's members.
+    pub fn deliver_room(&self, room: &RoomName) -> String {
+        format!("{}.deliver.room.{}", self.prefix, SubjectToken::encode(room.as_str()).as_str())
+    }
+    /// Deliveries to every socket of a user.
+    pub fn deliver_user(&self, user: &UserId) -> String {
+        format!("{}.deliver.user.{}", self.prefix, SubjectToken::encode(user.as_str()).as_str())
+    }
+    /// Deliveries to every connected socket.
+    pub fn deliver_all(&self) -> String {
+        format!("{}.deliver.all", self.prefix)
+    }
+
+    // --- presence ---
+
+    /// Name of the JetStream stream of presence events (connects, joins, ...).
+    pub fn presence_stream(&self) -> String {
+        format!("{}_PRESENCE", self.stream_prefix)
+    }
+    /// Presence events published by one edge.
+    pub fn presence_events(&self, edge: &EdgeId) -> String {
+        format!("{}.presence.ev.{}", self.prefix, SubjectToken::encode(edge.as_str()).as_str())
+    }
+    /// Every presence event subject, the presence stream's filter.
+    pub fn presence_events_all(&self) -> String {
+        format!("{}.presence.ev.>", self.prefix)
+    }
+    /// Heartbeats of one edge (core NATS).
+    pub fn presence_heartbeat(&self, edge: &EdgeId) -> String {
+        format!("{}.presence.hb.{}", self.prefix, SubjectToken::encode(edge.as_str()).as_str())
+    }
+    /// Heartbeats of every edge.
+    pub fn presence_heartbeat_all(&self) -> String {
+        format!("{}.presence.hb.*", self.prefix)
+    }
+    /// Queries answered by presence (request/reply, queue group `presence`).
+    pub fn presence_query(&self) -> String {
+        format!("{}.presence.query", self.prefix)
+    }
+
+    // --- control ---
+
+    /// Access changes (token revocation, disabled users) every edge acts on.
+    pub fn control_access(&self) -> String {
+        format!("{}.control.access", self.prefix)
+    }
+    /// Commands to one edge (request/reply).
+    pub fn control_edge(&self, edge: &EdgeId) -> String {
+        format!("{}.control.edge.{}", self.prefix, SubjectToken::encode(edge.as_str()).as_str())
+    }
+    /// Commands to every edge (request/reply, each edge answers).
+    pub fn control_edges(&self) -> String {
+        format!("{}.control.edges", self.prefix)
+    }
+
+    // --- messaging requests (request/reply, queue group `messaging`) ---
+
+    /// History queries.
+    pub fn messaging_history(&self) -> String {
+        format!("{}.messaging.history", self.prefix)
+    }
+    /// Claims of private messages stored while their recipient was offline.
+    pub fn messaging_pending(&self) -> String {
+        format!("{}.messaging.pending", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_string_is_one_safe_token(text in any::<String>()) {
+            let token = SubjectToken::encode(&text);
+            let t = token.as_str();
+            prop_assert!(!t.is_empty());
+            prop_assert!(!t.contains(['.', '*', '>']));
+            prop_assert!(!t.chars().any(char::is_whitespace));
+            prop_assert_eq!(SubjectToken::decode(t), Some(text));
+        }
+    }
+
+    #[test]
+    fn wildcards_stay_inside_one_token() {
+        let subjects = Subjects::default();
+        for room in [">", "a.*", "*", "a.b.c", " x"] {
+            let subject = subjects.deliver_room(&RoomName::parse(room).unwrap());
+            assert_eq!(subject.split('.').count(), 4, "{subject}");
+            assert!(!subject.contains(['*', '>']), "{subject}");
+        }
+    }
+
+    #[test]
+    fn prefix_rules() {
+        assert!(Subjects::new("team-a_1").is_ok());
+        assert_eq!(Subjects::new("team-a").unwrap().ingest_stream(), "TEAM_A_MSG");
+        for bad in ["", "a.b", "a*", "a b", &"x".repeat(33)] {
+            assert!(Subjects::new(bad).is_err(), "{bad}");
+        }
+    }
+}

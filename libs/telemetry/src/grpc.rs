@@ -1,0 +1,83 @@
+//! W3C trace context through gRPC: [`server_span`] for
+//! `Server::builder().trace_fn(..)` makes each request's span a child of the
+//! caller's `traceparent`; [`inject`] is a client interceptor that adds the
+//! current span's context to outgoing requests:
+//!
+//! ```ignore
+//! let client = AuthServiceClient::with_interceptor(channel, sb_telemetry::grpc::inject);
+//! ```
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Opens the server span of one gRPC request, parented to the caller's
+/// `traceparent` header when there is one.
+pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = %request.uri().path(),
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Client interceptor: adds the current span's trace context to the request.
+#[allow(clippy::result_large_err)] // tonic's Interceptor signature
+pub fn inject(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(request.metadata_mut()));
+    });
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt as _;
+
+    #[test]
+    fn client_context_round_trips_into_server_span() {
+        crate::init_for_tests();
+        let outer = tracing::info_span!("caller");
+        let _entered = outer.enter();
+        let request = inject(tonic::Request::new(())).expect("inject never fails");
+        let traceparent = request.metadata().get("traceparent").expect("traceparent set").to_str().unwrap().to_owned();
+
+        let mut http_request = http::Request::new(());
+        http_request.headers_mut().insert("traceparent", traceparent.parse().unwrap());
+        let server = server_span(&http_request);
+        let caller_trace = outer.context().span().span_context().trace_id();
+        assert_eq!(server.context().span().span_context().trace_id(), caller_trace);
+    }
+}

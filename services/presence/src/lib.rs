@@ -1,0 +1,1 @@
+//! The presence service (not built yet).

@@ -1,0 +1,37 @@
+//! The test harness: real infrastructure for cross-service tests.
+//!
+//! - [`NatsServer`] starts a private `nats-server` with JetStream on a free
+//!   port and its own store directory, and kills it on drop.
+//! - [`TestDatabase`] creates a fresh PostgreSQL database (through
+//!   `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
+//!   or a temporary SQLite file, and drops it afterwards.
+//!
+//! Tests themselves live in `tests/it/` (one binary).
+
+mod database;
+mod nats;
+
+pub use database::{DbKind, TestDatabase};
+pub use nats::NatsServer;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
+/// after `timeout`. Tests wait for conditions, never for fixed sleeps.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,119 @@
+//! A private nats-server per test.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// A `nats-server -js` on a free loopback port with its own store directory,
+/// killed when dropped. The binary is `NATS_SERVER_BIN`, else `nats-server`
+/// on `PATH`, else `/usr/sbin/nats-server`.
+pub struct NatsServer {
+    child: Option<std::process::Child>,
+    url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    for dir in std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default() {
+        let candidate = dir.join("nats-server");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from("/usr/sbin/nats-server")
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("create nats temp dir")?;
+        Self::start_in(dir, 0).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, port: u16) -> anyhow::Result<Self> {
+        let store = dir.path().join("js");
+        let ports_dir = dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).context("create ports dir")?;
+        let port_arg = if port == 0 { "-1".to_owned() } else { port.to_string() };
+        let bin = binary();
+        let child = std::process::Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {} (install nats-server or set NATS_SERVER_BIN)", bin.display()))?;
+        let pid = child.id();
+        let ports_file = ports_dir
+            .join(format!("{}_{pid}.ports", bin.file_name().and_then(|n| n.to_str()).unwrap_or("nats-server")));
+        let mut server = Self { child: Some(child), url: String::new(), port: 0, dir };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ports_file)
+                && let Some(url) = parse_client_url(&text)
+            {
+                server.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                server.url = url;
+                break;
+            }
+            if let Some(child) = server.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                bail!("nats-server exited at start-up: {status}");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nats-server did not write its ports file within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The ports file appears once the listener is up; one round-trip makes sure.
+        let client = async_nats::connect(&server.url).await.context("connect to the test nats-server")?;
+        client.flush().await.context("flush test nats-server")?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the server (SIGKILL) without removing its store: [`Self::restart`]
+    /// brings it back on the same port with the same JetStream data.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store after [`Self::kill`].
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        self.kill();
+        let port = self.port;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        let _ = std::fs::remove_dir_all(dir.path().join("ports"));
+        Self::start_in(dir, port).await
+    }
+}
+
+fn parse_client_url(text: &str) -> Option<String> {
+    // {"nats":["nats://127.0.0.1:4222"], ...}
+    let start = text.find("nats://")?;
+    let rest = &text[start..];
+    let end = rest.find('"')?;
+    Some(rest[..end].to_owned())
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
