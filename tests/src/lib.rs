@@ -8,8 +8,12 @@
 //!
 //! Tests themselves live in `tests/it/` (one binary).
 
+pub mod auth;
 mod database;
+pub mod edge;
+pub mod messaging;
 mod nats;
+pub mod presence;
 
 pub use database::{DbKind, TestDatabase};
 pub use nats::NatsServer;

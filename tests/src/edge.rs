@@ -1,0 +1,1 @@
+//! Starting the edge service in-process for tests (filled by the edge work).

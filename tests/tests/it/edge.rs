@@ -1,0 +1,1 @@
+//! edge service tests.
