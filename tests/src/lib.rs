@@ -6,15 +6,20 @@
 //!   `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //!   or a temporary SQLite file, and drops it afterwards.
 //!
+//! - [`CrashableRuntime`] runs a service on its own runtime so a test can
+//!   kill it as `kill -9` would.
+//!
 //! Tests themselves live in `tests/it/` (one binary).
 
 pub mod auth;
+mod crash;
 mod database;
 pub mod edge;
 pub mod messaging;
 mod nats;
 pub mod presence;
 
+pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};
 pub use nats::NatsServer;
 
