@@ -16,11 +16,8 @@ pub struct CrashableRuntime {
 impl CrashableRuntime {
     /// A new runtime with 2 worker threads.
     pub fn new(name: &str) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(name)
-            .enable_all()
-            .build()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(name).enable_all().build()?;
         Ok(Self { runtime: Some(runtime) })
     }
 
