@@ -1,1 +1,2 @@
-//! The presence service (not built yet).
+//! The presence service.
+pub mod state;
