@@ -283,11 +283,7 @@ impl State {
 
     fn edge_down(&mut self, edge: &str, incarnation: &str, ctx: &mut Ctx<'_>) {
         match self.edges.get(edge) {
-            Some(entry) if entry.incarnation == incarnation => {
-                if entry.down {
-                    return;
-                }
-            }
+            Some(entry) if entry.incarnation == incarnation && entry.down => return,
             Some(entry) if entry.incarnation.as_str() > incarnation => return,
             _ => {}
         }
@@ -483,6 +479,11 @@ impl State {
     /// Totals.
     pub fn totals(&self) -> Totals {
         Totals { users: self.users.len() as u64, sockets: self.sockets, rooms: self.rooms.len() as u64 }
+    }
+
+    /// Edges known and not declared dead.
+    pub fn live_edges(&self) -> usize {
+        self.edges.values().filter(|entry| !entry.down).count()
     }
 
     /// Online users ordered by id, after `after` (exclusive), at most `limit`;
