@@ -93,8 +93,10 @@ impl App {
             .get_stream(bus.subjects.presence_stream())
             .await
             .map_err(|error| Error::Streams(error.to_string()))?;
-        let stream_last_seq =
-            stream.info().await.map_err(|error| Error::Streams(error.to_string()))?.state.last_sequence;
+        let stream_state = stream.info().await.map_err(|error| Error::Streams(error.to_string()))?.state.clone();
+        // Caught up once the last message stored at start-up is applied (an
+        // empty stream, e.g. purged or expired, has nothing to wait for).
+        let stream_last_seq = if stream_state.messages == 0 { 0 } else { stream_state.last_sequence };
 
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| Error::Bind {
             what: "gRPC",
@@ -195,8 +197,9 @@ impl App {
                         }
                     }
                 });
-                tracker_inner.spawn(crate::emit::run_emitter(bus, replica, lease, window, cancel));
+                tracker_inner.spawn(crate::emit::run_emitter(bus, replica.clone(), lease, window, cancel));
                 readiness.set_ready();
+                replica.set_ready(true);
                 health.set_serving::<PresenceServiceServer<PresenceGrpc>>().await;
             }
         });

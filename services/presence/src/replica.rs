@@ -44,6 +44,7 @@ pub struct Replica {
     inner: RwLock<Inner>,
     applied: watch::Sender<u64>,
     leader: AtomicBool,
+    ready: AtomicBool,
     /// Edge id → epoch ms of its last heartbeat seen by this replica.
     pub heartbeats: Mutex<HashMap<String, i64>>,
     /// Metrics.
@@ -59,6 +60,7 @@ impl Replica {
             inner: RwLock::new(Inner { state: State::new(scope), log: VecDeque::new(), emitted_through: 0 }),
             applied: watch::channel(0).0,
             leader: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             heartbeats: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -154,6 +156,16 @@ impl Replica {
     /// Transitions waiting for publication.
     pub fn pending_transitions(&self) -> usize {
         self.inner.read().log.len()
+    }
+
+    /// Whether the replica caught up with the stream and serves.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the replica caught up (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Whether this replica holds the emission lease.
