@@ -140,6 +140,8 @@ pub struct PresenceReplica {
     pub replica: Arc<Replica>,
     /// Its gRPC address.
     pub grpc_addr: SocketAddr,
+    /// Its `/metrics`, `/healthz`, `/readyz` address.
+    pub metrics_addr: SocketAddr,
     runtime: CrashableRuntime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -155,7 +157,7 @@ impl PresenceReplica {
     pub async fn start(config: sb_presence::Config) -> anyhow::Result<Self> {
         let runtime = CrashableRuntime::new("presence")?;
         let app = runtime.run(sb_presence::App::build(config)).await?.context("build presence")?;
-        let (replica, grpc_addr) = (app.replica(), app.grpc_addr());
+        let (replica, grpc_addr, metrics_addr) = (app.replica(), app.grpc_addr(), app.metrics_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (finished, done) = tokio::sync::oneshot::channel::<()>();
         runtime.spawn(async move {
@@ -169,7 +171,7 @@ impl PresenceReplica {
             }
             let _ = finished.send(());
         });
-        let started = Self { replica, grpc_addr, runtime, stop: Some(stop), done: Some(done) };
+        let started = Self { replica, grpc_addr, metrics_addr, runtime, stop: Some(stop), done: Some(done) };
         let replica = started.replica.clone();
         crate::wait_until("presence replica caught up", Duration::from_secs(30), || {
             let replica = replica.clone();

@@ -2,5 +2,6 @@
 //! presence service (two replicas) fed by simulated edges running the real
 //! reporter.
 
+mod grpc;
 mod reporter;
 mod service;
