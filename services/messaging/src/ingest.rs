@@ -20,6 +20,8 @@
 //! therefore never lost; it may be delivered twice after a crash.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
@@ -138,6 +140,8 @@ pub struct Ingest {
     pub metrics: Metrics,
     /// Settings.
     pub settings: IngestSettings,
+    /// Whether the last `OnlineAmong` question went unanswered (shared by clones).
+    pub presence_unanswered: Arc<AtomicBool>,
 }
 
 impl Ingest {
@@ -259,11 +263,8 @@ impl Ingest {
 
         let online = self.online_recipients(&valid).await;
 
-        let rows: Vec<MessageRow> = valid
-            .iter()
-            .filter_map(|item| item.valid.as_ref())
-            .map(|message| to_row(message, &online))
-            .collect();
+        let rows: Vec<MessageRow> =
+            valid.iter().filter_map(|item| item.valid.as_ref()).map(|message| to_row(message, &online)).collect();
         let now_delivered: Vec<String> = rows
             .iter()
             .filter(|row| row.kind == MessageKind::Private && row.delivered)
@@ -358,10 +359,24 @@ impl Ingest {
             .request::<_, OnlineAmong>(presence.subjects.presence_query(), &PresenceQuery::OnlineAmong { users })
             .await
         {
-            Ok(answer) => answer.online.into_iter().collect(),
+            Ok(answer) => {
+                if self.presence_unanswered.swap(false, Ordering::Relaxed) {
+                    tracing::info!("presence answers again; private messages to online users are marked delivered");
+                }
+                answer.online.into_iter().collect()
+            }
             Err(error) => {
                 self.metrics.presence_failures.inc();
-                tracing::warn!(%error, recipients = asked, "presence did not say who is online; storing private messages as pending");
+                // Warn on the first failure of a run of them, not on every batch.
+                if self.presence_unanswered.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(%error, recipients = asked, "presence still not answering");
+                } else {
+                    tracing::warn!(
+                        %error,
+                        recipients = asked,
+                        "presence did not say who is online; storing private messages as pending until it answers"
+                    );
+                }
                 HashSet::new()
             }
         }

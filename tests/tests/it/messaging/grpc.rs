@@ -1,0 +1,1 @@
+//! gRPC MessagingService tests (need the auth service harness).
