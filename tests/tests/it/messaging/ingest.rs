@@ -11,6 +11,8 @@ on_both_backends!(
     broadcast_and_announcement_reach_everyone,
     same_id_published_twice_is_stored_once,
     invalid_ingest_messages_are_dropped_and_the_rest_flows,
+    messages_accepted_while_messaging_is_down_are_stored_when_it_returns,
+    a_failed_store_is_retried_and_nothing_is_routed_before_it_succeeds,
 );
 
 async fn room_message_is_stored_and_routed_to_the_room(kind: DbKind) {
@@ -163,6 +165,50 @@ async fn invalid_ingest_messages_are_dropped_and_the_rest_flows(kind: DbKind) {
     let metrics = sb_tests::messaging::scrape_metrics(messaging.metrics_addr).await.expect("scrape metrics");
     assert_eq!(sb_tests::messaging::metric_value(&metrics, "messaging_messages_rejected_total"), Some(2.0));
     assert_eq!(lobby.all().await.len(), 1);
+}
+
+async fn messages_accepted_while_messaging_is_down_are_stored_when_it_returns(kind: DbKind) {
+    let env = Env::start(kind).await;
+    let lobby = env.watch(&[env.edge.subjects.deliver_room(&room("lobby"))]).await;
+    let first = env.messaging().await;
+    let before_stop = room_message("lobby", "alice", "before");
+    env.publish(&before_stop).await;
+    lobby.wait_for(1).await;
+    first.stop().await.expect("messaging stops cleanly");
+
+    let while_down: Vec<MessageAccepted> =
+        (0..20).map(|n| room_message("lobby", "alice", &format!("while down {n}"))).collect();
+    for message in &while_down {
+        env.publish(message).await;
+    }
+    let _second = env.messaging().await;
+    let received = lobby.wait_for(1 + while_down.len()).await;
+    let ids: Vec<String> = received.iter().map(Received::id).collect();
+    let expected: Vec<String> = std::iter::once(&before_stop).chain(&while_down).map(|m| m.id.clone()).collect();
+    assert_eq!(ids, expected, "the stream kept them, in order, and one replica routes in order");
+    assert_eq!(stored_rows(&env.database().await).await.len(), expected.len());
+}
+
+async fn a_failed_store_is_retried_and_nothing_is_routed_before_it_succeeds(kind: DbKind) {
+    let env = Env::start(kind).await;
+    let messaging = env.messaging().await;
+    let lobby = env.watch(&[env.edge.subjects.deliver_room(&room("lobby"))]).await;
+    let db = env.database().await;
+    // Take the table away: every insert fails until it is back.
+    sqlx::query("ALTER TABLE messages RENAME TO messages_away").execute(&db.pool).await.expect("rename table");
+    let message = room_message("lobby", "alice", "eventually");
+    env.publish(&message).await;
+    wait_until("a failed batch", WAIT, || async {
+        let metrics = sb_tests::messaging::scrape_metrics(messaging.metrics_addr).await.ok()?;
+        (sb_tests::messaging::metric_value(&metrics, "messaging_batches_failed_total")? >= 2.0).then_some(())
+    })
+    .await;
+    assert!(lobby.all().await.is_empty(), "a message must not be routed before it is stored");
+
+    sqlx::query("ALTER TABLE messages_away RENAME TO messages").execute(&db.pool).await.expect("rename table back");
+    let received = lobby.wait_for(1).await;
+    assert_eq!(received[0].id(), message.id);
+    assert_eq!(stored_count(&db, &message.id).await, 1);
 }
 
 /// One trace from the edge's publish to the delivery messaging publishes.

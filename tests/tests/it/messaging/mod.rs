@@ -10,6 +10,7 @@ mod history;
 mod ingest;
 mod pending;
 mod replicas;
+mod throughput;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -244,11 +245,6 @@ mod deliveries {
                 (received.len() >= count).then(|| received.clone())
             })
             .await
-        }
-
-        /// Waits until a delivery satisfies `matches` and returns it.
-        pub async fn wait_for_match(&self, what: &str, matches: impl Fn(&Received) -> bool) -> Received {
-            wait_until(what, WAIT, || async { self.received.lock().await.iter().find(|r| matches(r)).cloned() }).await
         }
     }
 }
