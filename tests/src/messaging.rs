@@ -94,16 +94,24 @@ pub async fn spawn_messaging_on(
     Ok(addresses)
 }
 
-/// Reads a service's `/metrics` text over plain HTTP/1.0.
-pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+/// Sends `GET path` over plain HTTP/1.0 and returns the status line and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.context("connect to the metrics endpoint")?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.context("send metrics request")?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.context("send http request")?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await.context("read metrics response")?;
-    let (head, body) = response.split_once("\r\n\r\n").context("metrics response has no body")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "metrics answered {head}");
-    Ok(body.to_owned())
+    stream.read_to_string(&mut response).await.context("read http response")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("http response has no body")?;
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
+}
+
+/// Reads a service's `/metrics` text.
+pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let (status, body) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(status.contains(" 200"), "metrics answered {status}");
+    Ok(body)
 }
 
 /// The value of one sample in Prometheus text (`name{labels} value`); the

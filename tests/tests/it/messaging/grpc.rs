@@ -1,1 +1,1 @@
-//! gRPC MessagingService tests (need the auth service harness).
+//! gRPC tests: waiting for the auth harness.

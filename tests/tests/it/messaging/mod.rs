@@ -6,6 +6,7 @@
 
 mod crash;
 mod grpc;
+mod health;
 mod history;
 mod ingest;
 mod pending;
