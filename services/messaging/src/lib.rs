@@ -124,8 +124,9 @@ impl App {
             max_ack_pending: config.ingest_max_ack_pending,
             presence_timeout: config.presence_timeout,
             retry_delay: config.ingest_retry_delay,
+            stream_replicas: config.stream_replicas,
         };
-        let consumer = ingest::ensure_consumer(&bus, &settings, config.stream_replicas).await?;
+        let consumer = ingest::ensure_consumer(&bus, &settings).await?;
 
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);

@@ -13,6 +13,7 @@ on_both_backends!(
     invalid_ingest_messages_are_dropped_and_the_rest_flows,
     messages_accepted_while_messaging_is_down_are_stored_when_it_returns,
     a_failed_store_is_retried_and_nothing_is_routed_before_it_succeeds,
+    a_deleted_consumer_is_recreated,
 );
 
 async fn room_message_is_stored_and_routed_to_the_room(kind: DbKind) {
@@ -209,6 +210,22 @@ async fn a_failed_store_is_retried_and_nothing_is_routed_before_it_succeeds(kind
     let received = lobby.wait_for(1).await;
     assert_eq!(received[0].id(), message.id);
     assert_eq!(stored_count(&db, &message.id).await, 1);
+}
+
+async fn a_deleted_consumer_is_recreated(kind: DbKind) {
+    let env = Env::start(kind).await;
+    let _messaging = env.messaging().await;
+    let lobby = env.watch(&[env.edge.subjects.deliver_room(&room("lobby"))]).await;
+    let before = room_message("lobby", "alice", "before");
+    env.publish(&before).await;
+    lobby.wait_for(1).await;
+
+    let stream = env.edge.jetstream.get_stream(env.edge.subjects.ingest_stream()).await.expect("ingest stream");
+    stream.delete_consumer(sb_events::MESSAGING_CONSUMER).await.expect("delete the consumer");
+    let after = room_message("lobby", "alice", "after");
+    env.publish(&after).await;
+    let received = lobby.wait_for(2).await;
+    assert_eq!(received[1].id(), after.id);
 }
 
 /// One trace from the edge's publish to the delivery messaging publishes.
