@@ -12,6 +12,7 @@ on_both_backends!(
     offline_private_messages_are_pending_then_claimed_once_in_order,
     concurrent_claims_split_the_pending_messages,
     pending_claim_arguments_are_checked,
+    with_presence_running_only_offline_recipients_get_pending_messages,
 );
 
 async fn claim(env: &Env, user: &str, limit: u32) -> Result<PendingMessages, sb_events::bus::BusError> {
@@ -126,4 +127,60 @@ async fn pending_claim_arguments_are_checked(kind: DbKind) {
         sb_events::rpc::Reply::Error(error) => assert_eq!(error.code, RpcErrorCode::InvalidArgument),
         other => panic!("malformed claim accepted: {other:?}"),
     }
+}
+
+async fn with_presence_running_only_offline_recipients_get_pending_messages(kind: DbKind) {
+    use sb_events::presence::{OnlineAmong, PresenceQuery};
+    use sb_tests::presence::{PresenceReplica, SimEdge, replica_config};
+
+    let env = Env::start(kind).await;
+    let messaging = env.messaging().await;
+    // Before presence runs, a message to bob can only be stored as pending.
+    let early = private_message("alice", "bob", "before presence");
+    env.publish(&early).await;
+    wait_for_consumer_idle(&env.edge).await;
+    assert_eq!(stored_rows(&env.database().await).await.get(&early.id), Some(&false));
+
+    let presence =
+        PresenceReplica::start(replica_config(env.nats.url(), "http://127.0.0.1:9")).await.expect("start presence");
+    let edge = SimEdge::start(env.nats.url(), "edge-1", Duration::from_millis(500)).await.expect("start sim edge");
+    edge.connect("socket-of-bob", &sb_tests::presence::user("bob"));
+    wait_until("presence to see bob online", WAIT, || async {
+        let answer: OnlineAmong = env
+            .edge
+            .request(env.edge.subjects.presence_query(), &PresenceQuery::OnlineAmong { users: vec!["bob".to_owned()] })
+            .await
+            .ok()?;
+        (answer.online == ["bob"]).then_some(())
+    })
+    .await;
+
+    let to_bob = private_message("alice", "bob", "you are online");
+    let to_carol = private_message("alice", "carol", "you are not");
+    env.publish(&to_bob).await;
+    env.publish(&to_carol).await;
+    wait_for_consumer_idle(&env.edge).await;
+    let rows = stored_rows(&env.database().await).await;
+    assert_eq!(rows.get(&to_bob.id), Some(&true), "bob is online: delivered live, not pending");
+    assert_eq!(rows.get(&to_carol.id), Some(&false), "carol is offline: pending");
+
+    // The early message comes round again (a redelivery after a crash, or a
+    // re-publish): bob gets it live now, so it must not stay pending.
+    env.edge
+        .publish_durable(ingest_subject(&env.edge, &early), &format!("{}-again", early.id), &early)
+        .await
+        .expect("stream accepts the re-publish");
+    wait_for_consumer_idle(&env.edge).await;
+    assert_eq!(stored_rows(&env.database().await).await.get(&early.id), Some(&true));
+
+    assert!(claim(&env, "bob", 100).await.expect("claim for bob").messages.is_empty());
+    let for_carol = claim(&env, "carol", 100).await.expect("claim for carol");
+    assert_eq!(for_carol.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [to_carol.id.as_str()]);
+    let metrics = sb_tests::messaging::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
+    assert_eq!(
+        sb_tests::messaging::metric_value(&metrics, "messaging_presence_query_failures_total"),
+        Some(1.0),
+        "only the question asked before presence ran went unanswered"
+    );
+    presence.stop().await;
 }
