@@ -160,6 +160,26 @@ impl Bus {
         pending.await.map_err(|source| BusError::JetStreamPublish { subject, source })
     }
 
+    /// Sends already-encoded `payload` to a stream with `Nats-Msg-Id` =
+    /// `msg_id` without waiting for the stream's acknowledgement: the
+    /// returned future resolves to it. Publishes sent one after another on
+    /// one `Bus` reach the stream in order, so a caller can keep many in
+    /// flight and await their acks in order (the presence reporter does).
+    pub async fn publish_durable_pipelined(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        let mut headers = HeaderMap::new();
+        sb_telemetry::nats::inject(&mut headers);
+        headers.insert(HEADER_MSG_ID, msg_id);
+        self.jetstream
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|source| BusError::JetStreamPublish { subject, source })
+    }
+
     /// Sends `query` on `subject` and decodes the [`Reply`]; an error reply
     /// becomes [`BusError::Remote`].
     pub async fn request<Q: Serialize + ?Sized, R: DeserializeOwned>(

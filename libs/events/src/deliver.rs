@@ -1,6 +1,10 @@
 //! Deliveries (`<p>.deliver.{room.<r>,user.<u>,all}`, core NATS): one client
 //! event, already serialized, that every edge with a matching local socket
 //! emits once to all of them.
+//!
+//! `<p>.deliver.presence` carries a [`DeliveryBatch`] instead: the
+//! `user_online` / `user_offline` changes presence coalesced over one short
+//! window, for every connected socket (`PRESENCE_SCOPE=all`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -30,6 +34,22 @@ impl Delivery {
             except_user: None,
         })
     }
+}
+
+/// Several deliveries in one NATS message (`<p>.deliver.presence`).
+///
+/// Edge contract: every edge subscribes to `<p>.deliver.presence` for as long
+/// as it has sockets, and emits each delivery, in order, as its own Socket.IO
+/// event to every local socket (honouring `except_user` / `except_socket`).
+/// Presence already cancelled changes that undid each other within the
+/// window (a user who came and went is never announced). An edge may bound
+/// the presence events per socket (see `sb_presence_client::PresenceFanout`):
+/// sockets that fall too far behind skip the oldest changes and are counted,
+/// so a connect storm never stalls connects or other traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryBatch {
+    /// The deliveries, oldest first.
+    pub deliveries: Vec<Delivery>,
 }
 
 #[cfg(test)]

@@ -16,9 +16,25 @@
 //! - Queries ([`PresenceQuery`]) go to `<p>.presence.query` (request/reply,
 //!   queue group `presence`), answered with [`crate::rpc::Reply`].
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::client::PublicUser;
+
+/// How long the presence stream keeps events unless configured otherwise
+/// (`PRESENCE_STREAM_MAX_AGE`). Presence asks every live edge for a fresh
+/// snapshot well within this age, so a replay of what the stream still holds
+/// always rebuilds the whole state.
+pub const DEFAULT_STREAM_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The heartbeat interval edges use unless configured otherwise. Presence
+/// declares an edge dead after three missed intervals.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The most sessions one [`PresenceEventKind::Snapshot`] part carries, so a
+/// part stays far below NATS's 1 MiB message limit.
+pub const SNAPSHOT_PART_MAX_SESSIONS: usize = 500;
 
 /// One presence event from an edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +88,10 @@ pub enum PresenceEventKind {
     /// sessions: a graceful stop (published by the edge) or a missed
     /// heartbeat deadline (published by presence).
     EdgeDown {
-        /// The incarnation that stopped.
+        /// The incarnation that stopped. On the wire `down_incarnation`: the
+        /// event's own `incarnation` field shares the JSON object (flatten),
+        /// and two keys of one name do not decode.
+        #[serde(rename = "down_incarnation")]
         incarnation: String,
     },
     /// A socket connected and was authenticated.
@@ -199,5 +218,29 @@ mod tests {
         assert!(json.contains("\"type\":\"room_joined\""), "{json}");
         assert_eq!(serde_json::from_str::<PresenceEvent>(&json).unwrap(), event);
         assert_eq!(event.msg_id(), "edge-0:0192:7");
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let user = PublicUser { id: "u1".into(), email: "u1@example.com".into() };
+        let kinds = [
+            PresenceEventKind::EdgeUp,
+            PresenceEventKind::EdgeDown { incarnation: "0191".into() },
+            PresenceEventKind::SessionOpened { socket: "s1".into(), user: user.clone(), connected_at_ms: 5 },
+            PresenceEventKind::SessionClosed { socket: "s1".into() },
+            PresenceEventKind::RoomJoined { socket: "s1".into(), room: "r".into() },
+            PresenceEventKind::RoomLeft { socket: "s1".into(), room: "r".into() },
+            PresenceEventKind::Snapshot {
+                snapshot: "x".into(),
+                part: 0,
+                last: true,
+                sessions: vec![SessionState { socket: "s1".into(), user, connected_at_ms: 5, rooms: vec!["r".into()] }],
+            },
+        ];
+        for kind in kinds {
+            let event = PresenceEvent { edge: "e".into(), incarnation: "0192".into(), seq: 1, at_ms: 1, kind };
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<PresenceEvent>(&json).unwrap(), event, "{json}");
+        }
     }
 }

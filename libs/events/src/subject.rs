@@ -119,6 +119,12 @@ impl Subjects {
     pub fn deliver_all(&self) -> String {
         format!("{}.deliver.all", self.prefix)
     }
+    /// Coalesced `user_online` / `user_offline` for every connected socket,
+    /// published by presence as a [`crate::deliver::DeliveryBatch`] (one
+    /// message per coalescing window instead of one per transition).
+    pub fn deliver_presence(&self) -> String {
+        format!("{}.deliver.presence", self.prefix)
+    }
 
     // --- presence ---
 
@@ -141,6 +147,16 @@ impl Subjects {
     /// Heartbeats of every edge.
     pub fn presence_heartbeat_all(&self) -> String {
         format!("{}.presence.hb.*", self.prefix)
+    }
+    /// Name of the small JetStream stream holding presence's emission lease:
+    /// which replica publishes transitions, and up to which presence stream
+    /// sequence they were published.
+    pub fn presence_lease_stream(&self) -> String {
+        format!("{}_PRESENCE_LEASE", self.stream_prefix)
+    }
+    /// The subject of the emission lease record (in [`Self::presence_lease_stream`]).
+    pub fn presence_lease(&self) -> String {
+        format!("{}.presence.lease", self.prefix)
     }
     /// Queries answered by presence (request/reply, queue group `presence`).
     pub fn presence_query(&self) -> String {

@@ -1,1 +1,0 @@
-//! presence service tests.

@@ -1,0 +1,5 @@
+//! Presence: the edge-side reporter against a real nats-server, and the
+//! presence service (two replicas) fed by simulated edges running the real
+//! reporter.
+
+mod reporter;
