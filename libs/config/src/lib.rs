@@ -67,7 +67,7 @@ impl From<&str> for Secret {
 #[derive(Debug, Clone, clap::Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated (e.g. `nats://nats-0:4222,nats://nats-1:4222`).
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(id = "nats_url", long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub url: String,
     /// First token of every subject and part of every stream name, so several
     /// teams or environments can share one NATS cluster. Letters, digits, `_` and `-`.
@@ -86,7 +86,7 @@ impl NatsArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// `postgres://user@host/db` or `sqlite:path/to/file.db` (created when missing).
-    #[arg(long = "database-url", env = "DATABASE_URL")]
+    #[arg(id = "database_url", long = "database-url", env = "DATABASE_URL")]
     pub url: String,
     /// Size of the connection pool.
     #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
