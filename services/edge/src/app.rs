@@ -30,6 +30,8 @@ use crate::socket::SocketArc;
 
 /// How often `/readyz` re-checks NATS and auth.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long plain HTTP connections get to finish once the sockets are closed.
+const HTTP_DRAIN: Duration = Duration::from_secs(1);
 
 /// Why the edge could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,8 @@ impl App {
     /// before auth does (connects are refused until auth answers).
     pub async fn build(config: Config) -> Result<App, EdgeError> {
         let edge_id = EdgeId::parse(config.resolved_edge_id())?;
-        let mut bus = Bus::connect(&config.nats.url, &config.nats.subject_prefix, &format!("sb-edge {edge_id}")).await?;
+        let mut bus =
+            Bus::connect(&config.nats.url, &config.nats.subject_prefix, &format!("sb-edge {edge_id}")).await?;
         bus.request_timeout = config.request_timeout();
 
         let mut auth = AuthClient::connect_lazy(&config.auth_addr)?;
@@ -228,11 +231,15 @@ impl App {
         }
         background.cancel();
         stop_server.cancel();
-        match tokio::time::timeout_at(deadline, &mut server).await {
+        // Sockets are closed by now; what is left are plain HTTP requests
+        // and engine.io connections that never joined the namespace (refused
+        // clients that did not hang up). Give them a moment, then close.
+        let http_deadline = deadline.min(tokio::time::Instant::now() + HTTP_DRAIN);
+        match tokio::time::timeout_at(http_deadline, &mut server).await {
             Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server stopped with an error"),
             Ok(_) => {}
             Err(_) => {
-                tracing::warn!("HTTP connections still open at the deadline; closing them");
+                tracing::debug!("closing the HTTP connections still open");
                 server.abort();
             }
         }

@@ -104,7 +104,10 @@ pub(crate) async fn authenticate(
 ) -> Result<(), ConnectRefusal> {
     let result = authenticate_inner(&ctx, &socket, auth.ok()).await;
     if let Err(refusal) = &result {
-        ctx.metrics.connect_rejects.get_or_create(&crate::metrics::ReasonLabel { reason: refusal.metric_reason() }).inc();
+        ctx.metrics
+            .connect_rejects
+            .get_or_create(&crate::metrics::ReasonLabel { reason: refusal.metric_reason() })
+            .inc();
         tracing::info!(sid = %socket.id, reason = %refusal, "connection refused");
     }
     result
@@ -127,7 +130,8 @@ async fn authenticate_inner(
         }
         reason => ConnectRefusal::Token(reason.as_str()),
     })?;
-    let user_id = UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
+    let user_id =
+        UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
     let bucket = TokenBucket::new(ctx.rate_per_sec, ctx.rate_burst, std::time::Instant::now());
     let session = Arc::new(Session::new(socket.id, user, user_id, token, bucket, &ctx.registry));
     ctx.registry.insert(&session).map_err(|reason| ConnectRefusal::Token(reason_text(reason)))?;

@@ -28,7 +28,8 @@ pub(crate) async fn watch_access(ctx: Arc<EdgeCtx>, stop: CancellationToken) -> 
                     None => return,
                 },
             };
-            let span = sb_telemetry::nats::consumer_span("edge.access_changed", &message.subject, message.headers.as_ref());
+            let span =
+                sb_telemetry::nats::consumer_span("edge.access_changed", &message.subject, message.headers.as_ref());
             async {
                 let change: AccessChanged = match sb_events::bus::decode(&message.subject, &message.payload) {
                     Ok(change) => change,

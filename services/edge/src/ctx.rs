@@ -59,15 +59,16 @@ impl KnownUsers {
         if self.ids.lock().get(user.as_str()).is_some_and(|seen| now.duration_since(*seen) < KNOWN_USER_TTL) {
             return Ok(());
         }
-        let found = auth.lookup_users(caller_token, vec![user.as_str().to_owned()]).await.map_err(|error| match error {
-            AuthnError::Rejected(AuthFailure::TokenExpired) => ClientError::TokenExpired,
-            AuthnError::Rejected(AuthFailure::TokenRevoked) => ClientError::TokenRevoked,
-            AuthnError::Rejected(AuthFailure::UserDisabled) => ClientError::UserDisabled,
-            other => {
-                tracing::warn!(error = %other, "look up a message recipient");
-                ClientError::Unavailable("recipient check")
-            }
-        })?;
+        let found =
+            auth.lookup_users(caller_token, vec![user.as_str().to_owned()]).await.map_err(|error| match error {
+                AuthnError::Rejected(AuthFailure::TokenExpired) => ClientError::TokenExpired,
+                AuthnError::Rejected(AuthFailure::TokenRevoked) => ClientError::TokenRevoked,
+                AuthnError::Rejected(AuthFailure::UserDisabled) => ClientError::UserDisabled,
+                other => {
+                    tracing::warn!(error = %other, "look up a message recipient");
+                    ClientError::Unavailable("recipient check")
+                }
+            })?;
         if !found.iter().any(|public| public.id == user.as_str()) {
             return Err(ClientError::UnknownUser(user.as_str().to_owned()));
         }

@@ -291,8 +291,12 @@ impl Deliveries {
             .map_err(|source| DeliveryError::Subscribe { subject: subject.clone(), source })?;
         match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%subject, %error, "flush after subscribe failed; the client re-subscribes after reconnecting"),
-            Err(_) => tracing::warn!(%subject, "flush after subscribe timed out; the client re-subscribes after reconnecting"),
+            Ok(Err(error)) => {
+                tracing::warn!(%subject, %error, "flush after subscribe failed; the client re-subscribes after reconnecting")
+            }
+            Err(_) => {
+                tracing::warn!(%subject, "flush after subscribe timed out; the client re-subscribes after reconnecting")
+            }
         }
         Ok(subscriber)
     }

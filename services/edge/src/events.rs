@@ -304,7 +304,11 @@ fn ping(ctx: &EdgeCtx, session: &Session, socket: &SocketRef) -> Result<Value, C
     Ok(pong)
 }
 
-async fn get_history(ctx: &Arc<EdgeCtx>, session: &Session, request: payload::GetHistory) -> Result<Value, ClientError> {
+async fn get_history(
+    ctx: &Arc<EdgeCtx>,
+    session: &Session,
+    request: payload::GetHistory,
+) -> Result<Value, ClientError> {
     let scope = match request.target {
         HistoryTarget::Room(room) => {
             if !session.in_room(&room) {

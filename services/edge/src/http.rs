@@ -30,9 +30,8 @@ pub struct InvalidCorsOrigin(pub String);
 /// CORS for `CORS_ORIGINS`: `*` allows any origin (without credentials);
 /// a list allows exactly those origins, with credentials.
 pub fn cors_layer(origins: &str) -> Result<CorsLayer, InvalidCorsOrigin> {
-    let base = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .max_age(Duration::from_secs(600));
+    let base =
+        CorsLayer::new().allow_methods([Method::GET, Method::POST, Method::OPTIONS]).max_age(Duration::from_secs(600));
     let origins = origins.trim();
     if origins.is_empty() || origins == "*" {
         return Ok(base.allow_origin(AllowOrigin::any()).allow_headers(tower_http::cors::Any));
@@ -48,7 +47,11 @@ pub fn cors_layer(origins: &str) -> Result<CorsLayer, InvalidCorsOrigin> {
 }
 
 /// The HTTP routes (Socket.IO is layered on top by the app).
-pub fn router(auth: AuthClient, registry: Arc<prometheus_client::registry::Registry>, readiness: Readiness) -> axum::Router {
+pub fn router(
+    auth: AuthClient,
+    registry: Arc<prometheus_client::registry::Registry>,
+    readiness: Readiness,
+) -> axum::Router {
     axum::Router::new()
         .route("/auth/login", post(login))
         .with_state(auth)
@@ -68,7 +71,9 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 async fn login(State(auth): State<AuthClient>, body: Bytes) -> Response {
     let body: LoginBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
-        Err(_) => return error_body(StatusCode::BAD_REQUEST, "body must be JSON like {\"email\": ..., \"password\": ...}"),
+        Err(_) => {
+            return error_body(StatusCode::BAD_REQUEST, "body must be JSON like {\"email\": ..., \"password\": ...}");
+        }
     };
     if body.email.trim().is_empty() || body.password.is_empty() {
         return error_body(StatusCode::BAD_REQUEST, "email and password are required");
@@ -102,8 +107,9 @@ pub(crate) async fn probe_readiness(
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let channel = tonic::transport::Endpoint::from_shared(sb_authn::normalize_addr(&auth_addr))
-        .map(|endpoint| endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(1)).connect_lazy());
+    let channel = tonic::transport::Endpoint::from_shared(sb_authn::normalize_addr(&auth_addr)).map(|endpoint| {
+        endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(1)).connect_lazy()
+    });
     let mut health = match channel {
         Ok(channel) => Some(HealthClient::new(channel)),
         Err(error) => {

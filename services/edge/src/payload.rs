@@ -108,7 +108,11 @@ fn object<'a>(arg: Option<&'a Value>, event: &str, shape: &str) -> Result<&'a Ma
     }
 }
 
-fn optional_object<'a>(arg: Option<&'a Value>, event: &str, shape: &str) -> Result<Option<&'a Map<String, Value>>, ClientError> {
+fn optional_object<'a>(
+    arg: Option<&'a Value>,
+    event: &str,
+    shape: &str,
+) -> Result<Option<&'a Map<String, Value>>, ClientError> {
     match arg {
         None => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map)),
@@ -243,12 +247,21 @@ mod tests {
     fn rooms() {
         assert_eq!(room_request("join_room", Some(&json!({"room": "a.*"}))).unwrap().as_str(), "a.*");
         assert_eq!(err(room_request("join_room", None)), "join_room needs a payload like {room}");
-        assert_eq!(err(room_request("join_room", Some(&json!("lobby")))), "join_room payload must be an object like {room}");
+        assert_eq!(
+            err(room_request("join_room", Some(&json!("lobby")))),
+            "join_room payload must be an object like {room}"
+        );
         assert_eq!(err(room_request("join_room", Some(&json!({})))), "room is required");
         assert_eq!(err(room_request("join_room", Some(&json!({"room": 5})))), "room must be a string");
         assert_eq!(err(room_request("join_room", Some(&json!({"room": ""})))), "room must not be empty");
-        assert_eq!(err(room_request("join_room", Some(&json!({"room": "x".repeat(101)})))), "room must be at most 100 characters");
-        assert_eq!(err(room_request("join_room", Some(&json!({"room": "a\u{7}"})))), "room must not contain control characters");
+        assert_eq!(
+            err(room_request("join_room", Some(&json!({"room": "x".repeat(101)})))),
+            "room must be at most 100 characters"
+        );
+        assert_eq!(
+            err(room_request("join_room", Some(&json!({"room": "a\u{7}"})))),
+            "room must not contain control characters"
+        );
     }
 
     #[test]
@@ -262,7 +275,10 @@ mod tests {
         assert_eq!(err(send_message(Some(&json!({})), LIMITS)), "message is required");
         assert_eq!(err(send_message(Some(&json!({"message": 1})), LIMITS)), "message must be a string");
         assert_eq!(err(send_message(Some(&json!({"message": "  "})), LIMITS)), "message must not be empty");
-        assert_eq!(err(send_message(Some(&json!({"message": "x".repeat(17)})), LIMITS)), "message must be at most 16 bytes");
+        assert_eq!(
+            err(send_message(Some(&json!({"message": "x".repeat(17)})), LIMITS)),
+            "message must be at most 16 bytes"
+        );
         assert!(send_message(Some(&json!({"message": "x".repeat(16)})), LIMITS).is_ok());
         assert_eq!(
             err(send_message(Some(&json!({"room": "r", "to": "u", "message": "m"})), LIMITS)),
@@ -276,12 +292,21 @@ mod tests {
         let history = get_history(Some(&json!({"room": "r"}))).unwrap();
         assert_eq!(history.limit, HISTORY_LIMIT_DEFAULT);
         assert_eq!(get_history(Some(&json!({"with": "u", "limit": 100, "before": "x"}))).unwrap().limit, 100);
-        assert_eq!(err(get_history(Some(&json!({"room": "r", "limit": 101})))), "limit must be an integer from 1 to 100");
-        assert_eq!(err(get_history(Some(&json!({"room": "r", "limit": "5"})))), "limit must be an integer from 1 to 100");
+        assert_eq!(
+            err(get_history(Some(&json!({"room": "r", "limit": 101})))),
+            "limit must be an integer from 1 to 100"
+        );
+        assert_eq!(
+            err(get_history(Some(&json!({"room": "r", "limit": "5"})))),
+            "limit must be an integer from 1 to 100"
+        );
         assert_eq!(err(get_history(Some(&json!({})))), "get_history needs room or with");
         assert_eq!(get_online_users(None).unwrap(), GetOnlineUsers { limit: 100, cursor: None });
         assert_eq!(get_online_users(Some(&json!({"limit": 5, "cursor": "c"}))).unwrap().cursor.as_deref(), Some("c"));
         assert_eq!(err(get_online_users(Some(&json!({"limit": 0})))), "limit must be an integer from 1 to 1000");
-        assert_eq!(err(get_online_users(Some(&json!([1])))), "get_online_users payload must be an object like {limit, cursor} or nothing");
+        assert_eq!(
+            err(get_online_users(Some(&json!([1])))),
+            "get_online_users payload must be an object like {limit, cursor} or nothing"
+        );
     }
 }

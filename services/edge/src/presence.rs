@@ -44,7 +44,8 @@ impl Presence {
     /// Reports a join and returns the presence stream sequence that stored
     /// it, or `None` if that took too long.
     pub(crate) async fn room_joined(&self, session: &Session, room: &RoomName) -> Option<u64> {
-        let stored = self.reporter.room_joined(&session.sid.to_string(), room);
+        let socket = session.sid.to_string();
+        let stored = self.reporter.room_joined(&socket, room);
         match tokio::time::timeout(JOIN_STORE_TIMEOUT, stored).await {
             Ok(Ok(seq)) => Some(seq),
             Ok(Err(error)) => {

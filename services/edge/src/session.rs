@@ -194,7 +194,9 @@ impl Registry {
     /// arrived while its verification was in flight.
     pub fn insert(&self, session: &Arc<Session>) -> Result<(), RefusedAccess> {
         let mut state = self.state.lock();
-        if let Some(refusal) = state.revocations.get(&session.user.id).and_then(|r| refusal(r, session.user.token_version)) {
+        if let Some(refusal) =
+            state.revocations.get(&session.user.id).and_then(|r| refusal(r, session.user.token_version))
+        {
             return Err(refusal);
         }
         state.by_user.entry(session.user.id.clone()).or_default().insert(session.sid, Arc::downgrade(session));
@@ -252,7 +254,11 @@ impl Registry {
     /// The live sessions of `user_id`.
     pub fn user_sessions(&self, user_id: &str) -> Vec<Arc<Session>> {
         let state = self.state.lock();
-        state.by_user.get(user_id).map(|sockets| sockets.values().filter_map(Weak::upgrade).collect()).unwrap_or_default()
+        state
+            .by_user
+            .get(user_id)
+            .map(|sockets| sockets.values().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
     }
 
     /// Every live session.

@@ -70,7 +70,13 @@ pub(crate) fn ack<T: Serialize + ?Sized>(ack: AckSender, metrics: &Metrics, data
 /// Tells the client that `event` failed: an `exception`
 /// `{status:"error", message, event}` and, if it asked for one, the ack
 /// `{status:"error", message}`.
-pub(crate) fn reply_error(socket: &SocketRef, ack_sender: AckSender, metrics: &Metrics, event: &str, error: &ClientError) {
+pub(crate) fn reply_error(
+    socket: &SocketRef,
+    ack_sender: AckSender,
+    metrics: &Metrics,
+    event: &str,
+    error: &ClientError,
+) {
     let message = error.to_string();
     let exception = Exception::new(message.clone(), Some(event));
     emit_to(socket, metrics, event::EXCEPTION, &exception);

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 /// Settings for the messaging service.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "sb-messaging", about = "Switchboard messaging: stores accepted messages and routes them to the edges")]
+#[command(
+    name = "sb-messaging",
+    about = "Switchboard messaging: stores accepted messages and routes them to the edges"
+)]
 pub struct Config {
     /// Address the gRPC server (`MessagingService`, health, reflection) binds; port 0 picks a free one.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50053")]

@@ -259,11 +259,8 @@ impl Ingest {
 
         let online = self.online_recipients(&valid).await;
 
-        let rows: Vec<MessageRow> = valid
-            .iter()
-            .filter_map(|item| item.valid.as_ref())
-            .map(|message| to_row(message, &online))
-            .collect();
+        let rows: Vec<MessageRow> =
+            valid.iter().filter_map(|item| item.valid.as_ref()).map(|message| to_row(message, &online)).collect();
         let now_delivered: Vec<String> = rows
             .iter()
             .filter(|row| row.kind == MessageKind::Private && row.delivered)

@@ -4,7 +4,7 @@
 
 use sb_events::rpc::{RpcError, RpcErrorCode};
 
-use crate::store::{HistoryPageRows, HistoryScopeKey, StoreError, Store, StoredMessage};
+use crate::store::{HistoryPageRows, HistoryScopeKey, Store, StoreError, StoredMessage};
 
 /// Largest history page.
 pub const MAX_HISTORY_LIMIT: u32 = 100;

@@ -64,7 +64,8 @@ impl Requests {
                 else => break,
             };
             let this = self.clone();
-            let span = sb_telemetry::nats::consumer_span(kind.span_name(), message.subject.as_str(), message.headers.as_ref());
+            let span =
+                sb_telemetry::nats::consumer_span(kind.span_name(), message.subject.as_str(), message.headers.as_ref());
             tracker.spawn(async move { this.answer(kind, message).await }.instrument(span));
         }
         if let Err(error) = history.unsubscribe().await {

@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn announcement_has_its_own_event() {
-        let deliveries = validate(accepted(MessageKind::Announcement)).unwrap().deliveries(&Subjects::default()).unwrap();
+        let deliveries =
+            validate(accepted(MessageKind::Announcement)).unwrap().deliveries(&Subjects::default()).unwrap();
         assert_eq!(deliveries[0].0, "sb.deliver.all");
         assert_eq!(deliveries[0].1.event, "admin_announcement");
         let payload: AdminAnnouncement = serde_json::from_str(deliveries[0].1.data.get()).unwrap();

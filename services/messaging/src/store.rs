@@ -334,7 +334,8 @@ fn row_to_message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
     }
     let id: String = column(row, "id")?;
     let kind_text: String = column(row, "kind")?;
-    let kind = MessageKind::parse(&kind_text).ok_or_else(|| StoreError::CorruptRow { id: id.clone(), kind: kind_text })?;
+    let kind =
+        MessageKind::parse(&kind_text).ok_or_else(|| StoreError::CorruptRow { id: id.clone(), kind: kind_text })?;
     Ok(StoredMessage {
         kind,
         room: column(row, "room")?,
@@ -362,6 +363,8 @@ mod tests {
     fn insert_sql_numbers_every_parameter() {
         let sql = insert_sql(2);
         assert!(sql.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11), ($12,"), "{sql}");
-        assert!(sql.ends_with("($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING RETURNING id"));
+        assert!(sql.ends_with(
+            "($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING RETURNING id"
+        ));
     }
 }
