@@ -92,6 +92,9 @@ impl App {
         let mut bus =
             Bus::connect(&config.nats.url, &config.nats.subject_prefix, &format!("sb-edge {edge_id}")).await?;
         bus.request_timeout = config.request_timeout();
+        // Messages are accepted into the stream even while messaging is
+        // down; it stores them when it comes back.
+        bus.ensure_ingest_stream(config.stream_replicas).await?;
 
         let mut auth = AuthClient::connect_lazy(&config.auth_addr)?;
         if config.auth_cache_ttl_ms > 0 {
@@ -226,8 +229,10 @@ impl App {
         while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Err(error) = ctx.presence.reporter.shutdown().await {
-            tracing::warn!(%error, "report this edge's stop to presence");
+        match tokio::time::timeout_at(deadline, ctx.presence.reporter.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "report this edge's stop to presence"),
+            Err(_) => tracing::warn!("reporting this edge's stop to presence took too long"),
         }
         background.cancel();
         stop_server.cancel();
@@ -247,7 +252,9 @@ impl App {
         if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
             tracing::warn!("some socket tasks did not finish before the shutdown deadline");
         }
-        ctx.bus.close().await;
+        if tokio::time::timeout(HTTP_DRAIN, ctx.bus.close()).await.is_err() {
+            tracing::warn!("draining NATS took too long");
+        }
         tracing::info!(edge = %ctx.edge_id, "edge stopped");
         Ok(())
     }

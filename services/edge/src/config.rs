@@ -67,6 +67,9 @@ pub struct Config {
     /// Longest graceful shutdown before the rest is abandoned.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// Replicas of the ingest stream if the edge is the first to create it (3 on a NATS cluster).
+    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
     /// Where NATS is and the subject prefix.
     #[command(flatten)]
     pub nats: sb_config::NatsArgs,
@@ -98,6 +101,7 @@ impl Config {
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             shutdown_timeout_ms: 10_000,
+            stream_replicas: 1,
             nats: sb_config::NatsArgs::for_url(nats_url),
             telemetry: sb_config::TelemetryArgs::default(),
         }

@@ -33,7 +33,7 @@ use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use sb_events::bus::Bus;
 use sb_events::client::NewMessage;
-use sb_events::deliver::Delivery;
+use sb_events::deliver::{Delivery, DeliveryBatch};
 use sb_events::{RoomName, UserId};
 use socketioxide::SocketIo;
 use socketioxide::operators::BroadcastOperators;
@@ -87,6 +87,9 @@ pub enum Target {
     User(UserId),
     /// Every socket.
     All,
+    /// Every socket, several deliveries per message
+    /// ([`sb_events::deliver::DeliveryBatch`] on `deliver.presence`).
+    PresenceBatch,
 }
 
 impl Target {
@@ -94,7 +97,7 @@ impl Target {
         match self {
             Self::Room(_) => "room",
             Self::User(_) => "user",
-            Self::All => "all",
+            Self::All | Self::PresenceBatch => "all",
         }
     }
 }
@@ -227,18 +230,20 @@ impl Deliveries {
         Ok(UserLease { lease, sid: socket.id })
     }
 
-    /// Subscribes to `deliver.all` until `shutdown`.
+    /// Subscribes to `deliver.all` and `deliver.presence` until `shutdown`.
     pub async fn subscribe_all(&self, shutdown: CancellationToken) -> Result<(), DeliveryError> {
-        let entry = Arc::new(Entry::new(Target::All));
-        let subscriber = self.subscribe(&entry.target).await?;
-        let task_entry = entry.clone();
-        let inner = self.inner.clone();
-        self.inner.tracker.spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = run_subscription(inner, task_entry, subscriber) => {}
-            }
-        });
+        for target in [Target::All, Target::PresenceBatch] {
+            let entry = Arc::new(Entry::new(target));
+            let subscriber = self.subscribe(&entry.target).await?;
+            let inner = self.inner.clone();
+            let shutdown = shutdown.clone();
+            self.inner.tracker.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = run_subscription(inner, entry, subscriber) => {}
+                }
+            });
+        }
         Ok(())
     }
 
@@ -283,6 +288,7 @@ impl Deliveries {
             Target::Room(room) => subjects.deliver_room(room),
             Target::User(user) => subjects.deliver_user(user),
             Target::All => subjects.deliver_all(),
+            Target::PresenceBatch => subjects.deliver_presence(),
         };
         let client = &self.inner.bus.client;
         let subscriber = client
@@ -325,6 +331,21 @@ async fn run_subscription(inner: Arc<Inner>, entry: Arc<Entry>, mut subscriber: 
 async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Message) {
     let span = sb_telemetry::nats::consumer_span("edge.deliver", &message.subject, message.headers.as_ref());
     async {
+        if entry.target == Target::PresenceBatch {
+            let batch: DeliveryBatch = match serde_json::from_slice(&message.payload) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(subject = %message.subject, %error, "dropping a delivery batch that does not decode");
+                    inner.metrics.dropped("undecodable");
+                    return;
+                }
+            };
+            for delivery in &batch.deliveries {
+                inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "presence" }).inc();
+                emit(inner, &Target::All, delivery).await;
+            }
+            return;
+        }
         let delivery: Delivery = match serde_json::from_slice(&message.payload) {
             Ok(delivery) => delivery,
             Err(error) => {
@@ -365,8 +386,8 @@ async fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
         (Target::Room(room), None) => inner.io.to(room_key(room)),
         (Target::User(user), Some(socket)) => socket.to(user_key(user)).except(CLAIMING_ROOM),
         (Target::User(user), None) => inner.io.to(user_key(user)).except(CLAIMING_ROOM),
-        (Target::All, Some(socket)) => socket.broadcast(),
-        (Target::All, None) => inner.io.broadcast(),
+        (Target::All | Target::PresenceBatch, Some(socket)) => socket.broadcast(),
+        (Target::All | Target::PresenceBatch, None) => inner.io.broadcast(),
     };
     if let Some(user) = delivery.except_user.as_deref() {
         operators = operators.except(format!("user:{user}"));
