@@ -164,6 +164,25 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
 
+    /// NatsArgs and DatabaseArgs both have a `url` field; their arg ids must
+    /// differ or clap panics (debug) / mixes their values when both are flattened.
+    #[test]
+    fn shared_args_flatten_together() {
+        use clap::{CommandFactory as _, Parser as _};
+        #[derive(Debug, clap::Parser)]
+        struct Both {
+            #[command(flatten)]
+            nats: NatsArgs,
+            #[command(flatten)]
+            database: DatabaseArgs,
+            #[command(flatten)]
+            telemetry: TelemetryArgs,
+        }
+        Both::command().debug_assert();
+        let both = Both::try_parse_from(["x", "--nats-url", "nats://n:1", "--database-url", "sqlite:d.db"]).unwrap();
+        assert_eq!((both.nats.url.as_str(), both.database.url.as_str()), ("nats://n:1", "sqlite:d.db"));
+    }
+
     #[test]
     fn secret_never_prints_its_value() {
         let secret = Secret::new("hunter2");

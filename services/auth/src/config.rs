@@ -1,0 +1,102 @@
+//! Settings of the auth service: every field is a flag and an env var.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sb_config::{DatabaseArgs, NatsArgs, Secret, TelemetryArgs};
+
+/// The signing key used in dev mode when `JWT_SECRET` is not set. Public by
+/// design: tokens signed with it are worthless outside a laptop.
+pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-production";
+
+/// Where users are stored when `DATABASE_URL` is not set: a SQLite file in
+/// the working directory, so a local run needs no setup.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:auth.db";
+
+/// Longest lifetime a token may be given (one year), for `TOKEN_TTL_SECS`
+/// and `IssueToken`.
+pub const MAX_TOKEN_TTL_SECS: u64 = 31_536_000;
+
+/// Settings for the auth service.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "sb-auth",
+    version,
+    about = "Switchboard auth service: users, JWT access tokens, VerifyToken",
+    mut_arg("database_url", |arg| arg.required(false).default_value(DEFAULT_DATABASE_URL))
+)]
+pub struct Config {
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9101")]
+    pub metrics_addr: SocketAddr,
+    /// HMAC-SHA256 key that signs and verifies access tokens. Required
+    /// unless `--dev`; use at least 32 random bytes.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Dev mode: without `JWT_SECRET`, sign with a fixed, publicly known dev
+    /// key (with a warning). Never in production.
+    #[arg(long = "dev", env = "SB_DEV")]
+    pub dev: bool,
+    /// Lifetime of tokens from `Login` and of `IssueToken` with ttl 0, in seconds.
+    #[arg(long = "token-ttl-secs", env = "TOKEN_TTL_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
+    pub token_ttl_secs: u64,
+    /// How far in the future a token's `iat` / `nbf` may lie and still be
+    /// accepted, absorbing clock differences between auth replicas. `exp`
+    /// gets no leeway: an expired token is expired.
+    #[arg(long = "clock-skew-secs", env = "JWT_CLOCK_SKEW_SECS", default_value_t = 5)]
+    pub clock_skew_secs: u64,
+    /// Email of the first admin, created at start-up when no user has it.
+    #[arg(long, env = "BOOTSTRAP_ADMIN_EMAIL", requires = "bootstrap_admin_password")]
+    pub bootstrap_admin_email: Option<String>,
+    /// Password of the first admin (used only when it is created).
+    #[arg(long, env = "BOOTSTRAP_ADMIN_PASSWORD", hide_env_values = true, requires = "bootstrap_admin_email")]
+    pub bootstrap_admin_password: Option<Secret>,
+    /// Where users are stored: `sqlite:auth.db` (zero setup) or `postgres://…`.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS, for the access-change events edges act on.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Logging and tracing.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// The default token lifetime.
+    pub fn token_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn command_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let config = Config::try_parse_from(["sb-auth", "--dev"]).unwrap();
+        assert_eq!(config.database.url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.grpc_addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9101");
+        assert_eq!(config.token_ttl(), Duration::from_secs(3600));
+        assert!(config.dev);
+        assert!(config.jwt_secret.is_none());
+        assert!(Config::try_parse_from(["sb-auth", "--database-url", "x", "--token-ttl-secs", "0"]).is_err());
+        // One of the bootstrap pair alone is refused.
+        assert!(
+            Config::try_parse_from(["sb-auth", "--database-url", "x", "--bootstrap-admin-email", "a@b.c"]).is_err()
+        );
+    }
+}
