@@ -1,18 +1,29 @@
-//! Presence in tests: [`SimEdge`] drives the real edge-side reporting code
-//! (`sb_presence_client::Reporter`) the way an edge does, without sockets,
-//! and [`spawn_presence`] runs a presence replica in-process.
+//! Presence in tests:
+//! - [`SimEdge`] drives the real edge-side reporting code
+//!   (`sb_presence_client::Reporter`) the way an edge does, without sockets,
+//!   optionally on its own runtime so a test can crash it like `kill -9`.
+//! - [`PresenceReplica`] runs one presence replica in-process on a
+//!   [`CrashableRuntime`] (graceful stop or crash).
+//! - [`Watcher`] subscribes to the delivery subjects the way an edge does
+//!   and records every presence event delivered, in order.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use sb_events::bus::Bus;
-use sb_events::client::PublicUser;
+use sb_events::client::{PublicUser, RoomPresence, UserPresence};
+use sb_events::deliver::{Delivery, DeliveryBatch};
 use sb_events::presence::SessionState;
 use sb_events::{EdgeId, RoomName};
+use sb_presence::replica::Replica;
 use sb_presence_client::{Reporter, ReporterConfig, SessionSource};
+
+use crate::CrashableRuntime;
 
 /// The session table of a simulated edge (what `SessionSource` reads).
 #[derive(Default)]
@@ -44,6 +55,7 @@ pub struct SimEdge {
     pub table: Arc<SessionTable>,
     /// The bus it reports on.
     pub bus: Bus,
+    runtime: Option<CrashableRuntime>,
 }
 
 /// A user `name` with id `name` and email `name@example.com`.
@@ -59,7 +71,24 @@ impl SimEdge {
         let mut config = ReporterConfig::new(EdgeId::parse(edge)?);
         config.heartbeat_interval = heartbeat;
         let reporter = Reporter::start(bus.clone(), config, table.clone()).await.context("start reporter")?;
-        Ok(Self { reporter, table, bus })
+        Ok(Self { reporter, table, bus, runtime: None })
+    }
+
+    /// As [`Self::start`], with the reporter's NATS connection and tasks on
+    /// their own runtime, so [`Self::crash`] kills them as `kill -9` would.
+    pub async fn start_crashable(nats_url: &str, edge: &str, heartbeat: Duration) -> anyhow::Result<Self> {
+        let runtime = CrashableRuntime::new(&format!("edge-{edge}"))?;
+        let (url, name) = (nats_url.to_owned(), edge.to_owned());
+        let mut edge = runtime.run(async move { Self::start(&url, &name, heartbeat).await }).await??;
+        edge.runtime = Some(runtime);
+        Ok(edge)
+    }
+
+    /// Kills the edge: no `EdgeDown`, no more heartbeats, connection gone.
+    pub fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.crash();
+        }
     }
 
     /// A socket of `user` connects.
@@ -102,5 +131,166 @@ impl SimEdge {
     /// `(user, reason)` of every `KickUser` this edge received.
     pub fn kicked(&self) -> Vec<(String, String)> {
         self.table.kicked.lock().clone()
+    }
+}
+
+/// One presence replica running in-process on its own runtime.
+pub struct PresenceReplica {
+    /// The replica's shared state (read it to compare replicas).
+    pub replica: Arc<Replica>,
+    /// Its gRPC address.
+    pub grpc_addr: SocketAddr,
+    runtime: CrashableRuntime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// A replica config for tests: loopback port 0, auth at `auth_addr`.
+pub fn replica_config(nats_url: &str, auth_addr: &str) -> sb_presence::Config {
+    sb_presence::Config::for_tests(nats_url, auth_addr)
+}
+
+impl PresenceReplica {
+    /// Builds and runs a replica with `config`; returns once it caught up.
+    pub async fn start(config: sb_presence::Config) -> anyhow::Result<Self> {
+        let runtime = CrashableRuntime::new("presence")?;
+        let app = runtime.run(sb_presence::App::build(config)).await?.context("build presence")?;
+        let (replica, grpc_addr) = (app.replica(), app.grpc_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (finished, done) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(async move {
+            if let Err(error) = app
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+            {
+                eprintln!("presence replica failed: {error}");
+            }
+            let _ = finished.send(());
+        });
+        let started = Self { replica, grpc_addr, runtime, stop: Some(stop), done: Some(done) };
+        let replica = started.replica.clone();
+        crate::wait_until("presence replica caught up", Duration::from_secs(30), || {
+            let replica = replica.clone();
+            async move { replica.is_ready().then_some(()) }
+        })
+        .await;
+        Ok(started)
+    }
+
+    /// Kills the replica as `kill -9` would.
+    pub fn crash(self) {
+        self.runtime.crash();
+    }
+
+    /// Stops the replica gracefully and waits until it finished.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), done).await;
+        }
+    }
+}
+
+/// Waits until every replica applied the whole presence stream and the
+/// leader published every transition up to it.
+pub async fn settle(bus: &Bus, replicas: &[&PresenceReplica]) {
+    crate::wait_until("presence replicas settled", Duration::from_secs(30), || async {
+        let stream = bus.jetstream.get_stream(bus.subjects.presence_stream()).await.ok()?;
+        let last = stream.cached_info().state.last_sequence;
+        let applied = replicas.iter().all(|r| r.replica.applied_seq() >= last);
+        let published = replicas.iter().any(|r| {
+            r.replica.is_leader() && r.replica.emitted_through() >= last && r.replica.pending_transitions() == 0
+        });
+        (applied && published).then_some(())
+    })
+    .await;
+}
+
+/// One presence event as a socket would receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `user_online`, `user_offline`, `user_joined` or `user_left`.
+    pub event: String,
+    /// The user it is about.
+    pub user: String,
+    /// The room, for joins and leaves.
+    pub room: Option<String>,
+}
+
+/// Records every presence delivery on `deliver.presence` and the given rooms.
+pub struct Watcher {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn record(seen: &Mutex<Vec<Seen>>, delivery: &Delivery) {
+    let entry = if let Ok(presence) = serde_json::from_str::<RoomPresence>(delivery.data.get()) {
+        Seen { event: delivery.event.clone(), user: presence.user.id, room: Some(presence.room) }
+    } else if let Ok(presence) = serde_json::from_str::<UserPresence>(delivery.data.get()) {
+        Seen { event: delivery.event.clone(), user: presence.user.id, room: None }
+    } else {
+        return;
+    };
+    seen.lock().push(entry);
+}
+
+impl Watcher {
+    /// Subscribes on a connection of its own and waits until the subscriptions are live.
+    pub async fn start(nats_url: &str, rooms: &[&str]) -> anyhow::Result<Self> {
+        let bus = Bus::connect(nats_url, "sb", "presence-watcher").await?;
+        let presence_subject = bus.subjects.deliver_presence();
+        let mut subscriptions = vec![bus.client.subscribe(presence_subject.clone()).await?];
+        for room in rooms {
+            subscriptions.push(bus.client.subscribe(bus.subjects.deliver_room(&RoomName::parse(*room)?)).await?);
+        }
+        bus.client.flush().await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let _bus = bus;
+                let mut messages = futures_util::stream::select_all(subscriptions);
+                while let Some(message) = messages.next().await {
+                    if message.subject.as_str() == presence_subject {
+                        if let Ok(batch) = serde_json::from_slice::<DeliveryBatch>(&message.payload) {
+                            for delivery in &batch.deliveries {
+                                record(&seen, delivery);
+                            }
+                        }
+                    } else if let Ok(delivery) = serde_json::from_slice::<Delivery>(&message.payload) {
+                        record(&seen, &delivery);
+                    }
+                }
+            }
+        });
+        Ok(Self { seen, _task: task })
+    }
+
+    /// Everything seen so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().clone()
+    }
+
+    /// How often `event` about `user` was seen.
+    pub fn count(&self, event: &str, user: &str) -> usize {
+        self.seen.lock().iter().filter(|seen| seen.event == event && seen.user == user).count()
+    }
+
+    /// Waits until `event` about `user` was seen at least once.
+    pub async fn wait_for(&self, event: &str, user: &str, timeout: Duration) {
+        let what = format!("{event} of {user}");
+        crate::wait_until(&what, timeout, || async { (self.count(event, user) > 0).then_some(()) }).await;
+    }
+
+    /// A barrier: `edge` connects a new user and this waits until its
+    /// `user_online` arrives. Presence publishes in stream order from one
+    /// replica, so every event due before it has arrived by then.
+    pub async fn barrier(&self, edge: &SimEdge, name: &str) {
+        edge.connect(&format!("barrier-{name}"), &user(name));
+        self.wait_for("user_online", name, Duration::from_secs(20)).await;
     }
 }

@@ -20,6 +20,8 @@
 //! therefore never lost; it may be delivered twice after a crash.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
@@ -50,6 +52,8 @@ pub struct IngestSettings {
     pub presence_timeout: Duration,
     /// Delay before a failed batch is redelivered.
     pub retry_delay: Duration,
+    /// Replicas of the ingest stream, if messaging creates it.
+    pub stream_replicas: usize,
 }
 
 /// Why the consumer could not be set up.
@@ -89,12 +93,8 @@ pub fn consumer_config(bus: &Bus, settings: &IngestSettings) -> pull::Config {
 /// Creates the ingest stream and the shared durable consumer unless they
 /// exist. An existing consumer keeps its configuration (a differing
 /// `ack_wait` or `max_ack_pending` is logged; change it with `nats consumer edit`).
-pub async fn ensure_consumer(
-    bus: &Bus,
-    settings: &IngestSettings,
-    stream_replicas: usize,
-) -> Result<PullConsumer, ConsumerSetupError> {
-    let stream = bus.ensure_ingest_stream(stream_replicas).await?;
+pub async fn ensure_consumer(bus: &Bus, settings: &IngestSettings) -> Result<PullConsumer, ConsumerSetupError> {
+    let stream = bus.ensure_ingest_stream(settings.stream_replicas).await?;
     let wanted = consumer_config(bus, settings);
     let consumer: PullConsumer = stream
         .get_or_create_consumer(sb_events::MESSAGING_CONSUMER, wanted.clone())
@@ -138,6 +138,8 @@ pub struct Ingest {
     pub metrics: Metrics,
     /// Settings.
     pub settings: IngestSettings,
+    /// Whether the last `OnlineAmong` question went unanswered (shared by clones).
+    pub presence_unanswered: Arc<AtomicBool>,
 }
 
 impl Ingest {
@@ -147,8 +149,25 @@ impl Ingest {
     pub async fn run(self, consumer: PullConsumer, shutdown: CancellationToken) {
         let batch_size = self.settings.batch_size.max(1);
         let mut backoff = Duration::from_millis(100);
+        let mut initial = Some(consumer);
         'reconnect: while !shutdown.is_cancelled() {
-            let stream = consumer
+            // After a failure the consumer is looked up (or created) again:
+            // someone may have deleted it, or the stream may be new.
+            let current = match initial.take() {
+                Some(current) => current,
+                None => match ensure_consumer(&self.bus, &self.settings).await {
+                    Ok(current) => current,
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "cannot set up the ingest consumer");
+                        if sleep_or_cancel(backoff, &shutdown).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            let stream = current
                 .stream()
                 .max_messages_per_batch(batch_size)
                 .heartbeat(Duration::from_secs(5))
@@ -184,7 +203,7 @@ impl Ingest {
                                 continue;
                             }
                             _ => {
-                                tracing::warn!(%error, retry_in = ?backoff, "ingest pull failed, pulling again");
+                                tracing::warn!(%error, retry_in = ?backoff, "ingest pull failed, setting the consumer up again");
                                 if sleep_or_cancel(backoff, &shutdown).await {
                                     return;
                                 }
@@ -355,10 +374,24 @@ impl Ingest {
             .request::<_, OnlineAmong>(presence.subjects.presence_query(), &PresenceQuery::OnlineAmong { users })
             .await
         {
-            Ok(answer) => answer.online.into_iter().collect(),
+            Ok(answer) => {
+                if self.presence_unanswered.swap(false, Ordering::Relaxed) {
+                    tracing::info!("presence answers again; private messages to online users are marked delivered");
+                }
+                answer.online.into_iter().collect()
+            }
             Err(error) => {
                 self.metrics.presence_failures.inc();
-                tracing::warn!(%error, recipients = asked, "presence did not say who is online; storing private messages as pending");
+                // Warn on the first failure of a run of them, not on every batch.
+                if self.presence_unanswered.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(%error, recipients = asked, "presence still not answering");
+                } else {
+                    tracing::warn!(
+                        %error,
+                        recipients = asked,
+                        "presence did not say who is online; storing private messages as pending until it answers"
+                    );
+                }
                 HashSet::new()
             }
         }

@@ -9,12 +9,14 @@
 //! - [`query`]: history pages and pending claims, shared by NATS and gRPC.
 //! - [`requests`]: the NATS requests the edge sends (`get_history`, pending
 //!   claims on connect).
+//! - [`grpc`]: the admin `MessagingService` (History, Notify, Announce).
 //! - [`metrics`]: Prometheus metrics on `METRICS_ADDR`.
 //!
 //! [`App::build`] connects and binds, [`App::run`] serves until shutdown;
 //! `docs/messaging.md` is the operator's view.
 
 pub mod config;
+pub mod grpc;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use async_nats::jetstream::consumer::PullConsumer;
 use prometheus_client::registry::Registry;
 use sb_events::bus::{Bus, BusError};
+use sb_proto::messaging::v1::messaging_service_server::MessagingServiceServer;
 use sb_telemetry::http::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
+use crate::grpc::MessagingApi;
 use crate::ingest::{ConsumerSetupError, Ingest, IngestSettings};
 use crate::metrics::Metrics;
 use crate::requests::{RequestSubscriptions, Requests};
@@ -97,6 +101,7 @@ pub struct App {
     ingest: Ingest,
     requests: Requests,
     subscriptions: RequestSubscriptions,
+    api: MessagingApi,
     grpc_listener: TcpListener,
     metrics_listener: TcpListener,
     registry: Arc<Registry>,
@@ -119,15 +124,23 @@ impl App {
             max_ack_pending: config.ingest_max_ack_pending,
             presence_timeout: config.presence_timeout,
             retry_delay: config.ingest_retry_delay,
+            stream_replicas: config.stream_replicas,
         };
-        let consumer = ingest::ensure_consumer(&bus, &settings, config.stream_replicas).await?;
+        let consumer = ingest::ensure_consumer(&bus, &settings).await?;
 
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
 
-        let ingest = Ingest { bus: bus.clone(), store: store.clone(), metrics: metrics.clone(), settings };
+        let ingest = Ingest {
+            bus: bus.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            settings,
+            presence_unanswered: Arc::default(),
+        };
         let requests = Requests { bus: bus.clone(), store: store.clone(), metrics: metrics.clone() };
         let subscriptions = requests.subscribe().await?;
+        let api = MessagingApi::new(&config, bus.clone(), store, metrics)?;
 
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| Error::Bind {
             what: "gRPC",
@@ -147,6 +160,7 @@ impl App {
             ingest,
             requests,
             subscriptions,
+            api,
             grpc_listener,
             metrics_listener,
             registry: Arc::new(registry),
@@ -176,6 +190,7 @@ impl App {
             ingest,
             requests,
             subscriptions,
+            api,
             grpc_listener,
             metrics_listener,
             registry,
@@ -183,8 +198,11 @@ impl App {
         } = self;
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let grpc_addr = grpc_listener.local_addr().unwrap_or(config.grpc_addr);
+        let metrics_addr = metrics_listener.local_addr().unwrap_or(config.metrics_addr);
 
-        let (_health, health_service) = tonic_health::server::health_reporter();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<MessagingServiceServer<MessagingApi>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
             .build_v1()?;
@@ -192,6 +210,7 @@ impl App {
             .trace_fn(sb_telemetry::grpc::server_span)
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(MessagingServiceServer::new(api))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener),
                 token.clone().cancelled_owned(),
@@ -227,13 +246,14 @@ impl App {
         tracker.spawn(ingest.run(consumer, token.clone()));
         tracker.spawn(requests.serve(subscriptions, tracker.clone(), token.clone()));
         readiness.set_ready();
-        tracing::info!(grpc_addr = %config.grpc_addr, metrics_addr = %config.metrics_addr, "messaging started");
+        tracing::info!(%grpc_addr, %metrics_addr, "messaging started");
 
         tokio::select! {
             () = shutdown => tracing::info!("messaging shutting down"),
             () = token.cancelled() => {}
         }
         readiness.set_not_ready();
+        health.set_not_serving::<MessagingServiceServer<MessagingApi>>().await;
         token.cancel();
         tracker.close();
         if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {

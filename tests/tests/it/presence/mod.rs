@@ -3,3 +3,4 @@
 //! reporter.
 
 mod reporter;
+mod service;

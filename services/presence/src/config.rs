@@ -1,0 +1,119 @@
+//! [`Config`]: every setting of the presence service, as a flag or an env var.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::state::Scope;
+
+/// Settings for the presence service; every field is a flag or an env var.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "sb-presence", about = "Switchboard presence: who is online, cluster-wide")]
+pub struct Config {
+    /// Address the gRPC server (PresenceService, health, reflection) binds; port 0 in tests.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
+    pub grpc_addr: SocketAddr,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    pub metrics_addr: SocketAddr,
+    /// The auth service's gRPC address, for checking admin credentials.
+    #[arg(long, env = "AUTH_ADDR", default_value = "127.0.0.1:50051")]
+    pub auth_addr: String,
+    /// Who hears about users coming and going: `all` (every socket, the
+    /// seed's rule), `rooms` (users sharing a room) or `none`. Every replica
+    /// must use the same value.
+    #[arg(long, env = "PRESENCE_SCOPE", value_enum, default_value = "all")]
+    pub scope: Scope,
+    /// How long the presence stream keeps events (e.g. `1h`, `30m`). Live
+    /// edges are asked for a fresh snapshot every third of this.
+    #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = parse_duration, default_value = "1h")]
+    pub stream_max_age: Duration,
+    /// Replicas of the presence and lease streams (1 for a single nats-server, 3 in a cluster).
+    #[arg(long, env = "PRESENCE_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Transitions are coalesced over this window before they are published
+    /// (a user who came and went within it is never announced).
+    #[arg(long, env = "PRESENCE_COALESCE_WINDOW", value_parser = parse_duration, default_value = "100ms")]
+    pub coalesce_window: Duration,
+    /// An edge is declared dead after three of its heartbeat intervals
+    /// without a heartbeat, but never sooner than this...
+    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MIN", value_parser = parse_duration, default_value = "1s")]
+    pub edge_timeout_min: Duration,
+    /// ...and never later than this (keeps edge death to removal under 15 s).
+    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MAX", value_parser = parse_duration, default_value = "10s")]
+    pub edge_timeout_max: Duration,
+    /// The emission lease expires this long after its holder's last renewal;
+    /// another replica then takes over publishing transitions.
+    #[arg(long, env = "PRESENCE_LEASE_TTL", value_parser = parse_duration, default_value = "3s")]
+    pub lease_ttl: Duration,
+    /// This replica's name in the lease and logs (default: a new UUIDv7).
+    #[arg(long, env = "PRESENCE_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// NATS_URL, SUBJECT_PREFIX.
+    #[command(flatten)]
+    pub nats: sb_config::NatsArgs,
+    /// RUST_LOG, OTEL_*.
+    #[command(flatten)]
+    pub telemetry: sb_config::TelemetryArgs,
+}
+
+impl Config {
+    /// Defaults for a replica on loopback port 0 against `nats_url` and auth at `auth_addr` (for tests).
+    pub fn for_tests(nats_url: &str, auth_addr: &str) -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth_addr: auth_addr.to_owned(),
+            scope: Scope::All,
+            stream_max_age: sb_events::presence::DEFAULT_STREAM_MAX_AGE,
+            stream_replicas: 1,
+            coalesce_window: Duration::from_millis(100),
+            edge_timeout_min: Duration::from_secs(1),
+            edge_timeout_max: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(3),
+            replica_id: None,
+            nats: sb_config::NatsArgs::for_url(nats_url),
+            telemetry: sb_config::TelemetryArgs::default(),
+        }
+    }
+}
+
+/// Parses `250ms`, `3s`, `10m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("invalid duration {text:?}: use a whole number and ms, s, m or h"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(number)),
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        other => Err(format!("invalid duration unit {other:?} in {text:?}: use ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::try_parse_from(["sb-presence"]).expect("defaults");
+        assert_eq!(config.grpc_addr.port(), 50052);
+        assert_eq!(config.metrics_addr.port(), 9102);
+        assert_eq!(config.scope, Scope::All);
+        assert!(Config::try_parse_from(["sb-presence", "--scope", "everyone"]).is_err());
+    }
+}

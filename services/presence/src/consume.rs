@@ -1,0 +1,60 @@
+//! The applier: reads the whole presence stream in order (an ordered
+//! consumer, no acks, nothing stored on the server) and applies every
+//! message to this replica's state. After a NATS failure it resumes from the
+//! sequence after the last one applied.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use futures_util::StreamExt as _;
+use sb_events::bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+use crate::replica::Replica;
+
+/// Applies the presence stream until `cancel`.
+pub async fn run_applier(bus: Bus, replica: Arc<Replica>, cancel: CancellationToken) {
+    loop {
+        match consume(&bus, &replica, &cancel).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, applied = replica.applied_seq(), "reading the presence stream failed; resuming");
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn consume(bus: &Bus, replica: &Replica, cancel: &CancellationToken) -> Result<(), async_nats::Error> {
+    let start = replica.applied_seq() + 1;
+    let stream = bus.jetstream.get_stream(bus.subjects.presence_stream()).await?;
+    let deliver_policy =
+        if start <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: start } };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy,
+            filter_subject: bus.subjects.presence_events_all(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    loop {
+        let message = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            message = messages.next() => match message {
+                Some(message) => message?,
+                None => return Err("presence stream consumer ended".into()),
+            },
+        };
+        let seq = message.info()?.stream_sequence;
+        if seq <= replica.applied_seq() {
+            continue;
+        }
+        replica.apply_message(seq, &message.payload);
+    }
+}

@@ -1,0 +1,248 @@
+//! The emitter: while this replica holds the [`Lease`], every coalescing
+//! window it takes the transitions applied since the last window, cancels
+//! the ones that undid each other ([`coalesce`]), publishes the rest as
+//! deliveries, flushes, and records in the lease how far it got.
+//!
+//! What one window publishes:
+//! - `user_online` / `user_offline`: with `PRESENCE_SCOPE=all` one
+//!   [`DeliveryBatch`] on `<p>.deliver.presence` per 1000 changes; with
+//!   `rooms` one [`Delivery`] per co-member on `<p>.deliver.user.<id>`;
+//!   with `none` nothing.
+//! - `user_joined` / `user_left`: one [`Delivery`] per change on
+//!   `<p>.deliver.room.<room>`, skipping the user's own sockets.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sb_events::bus::Bus;
+use sb_events::client::{RoomPresence, UserPresence, event};
+use sb_events::deliver::{Delivery, DeliveryBatch};
+use sb_events::timestamp::rfc3339_ms;
+use sb_events::{RoomName, Subjects, UserId};
+use tokio_util::sync::CancellationToken;
+
+use crate::lease::{Lease, LeaseError};
+use crate::replica::Replica;
+use crate::state::{Change, Scope, Transition, coalesce};
+
+/// The most deliveries in one [`DeliveryBatch`] message.
+const BATCH_MAX: usize = 1000;
+
+/// Runs the lease and, while holding it, publishes transitions every `window`.
+pub async fn run_emitter(
+    bus: Bus,
+    replica: std::sync::Arc<Replica>,
+    mut lease: Lease,
+    window: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(window.max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let acquired = lease.maintain(replica.emitted_through()).await;
+        if acquired {
+            // Everything after the record's `emitted_through` may not have
+            // gone out: publish it (the log still holds it).
+            let through = lease.emitted_through();
+            replica.set_emitted_through(through);
+        }
+        if !lease.is_held() {
+            if replica.is_leader() {
+                replica.set_leader(false);
+            }
+            replica.set_emitted_through(lease.emitted_through());
+            continue;
+        }
+        if !replica.is_leader() {
+            replica.set_leader(true);
+        }
+        if let Err(error) = emit_window(&bus, &replica, &mut lease).await {
+            tracing::warn!(%error, "publish presence transitions");
+        }
+    }
+    replica.set_leader(false);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum EmitError {
+    #[error("publish to {subject}: {source}")]
+    Publish { subject: String, source: sb_events::bus::BusError },
+    #[error("flush NATS: {0}")]
+    Flush(async_nats::client::FlushError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease) -> Result<(), EmitError> {
+    let Some((through, transitions)) = replica.take_for_emission() else { return Ok(()) };
+    if !transitions.is_empty() {
+        let computed = transitions.len();
+        let kept = coalesce(transitions.clone());
+        replica.metrics.transitions_coalesced.inc_by((computed - kept.len()) as u64);
+        let messages = deliveries(&bus.subjects, replica.scope, &kept);
+        for (subject, payload) in messages.iter().cloned() {
+            if let Err(source) = bus.publish_bytes(subject.clone(), payload).await {
+                replica.put_back(transitions);
+                return Err(EmitError::Publish { subject, source });
+            }
+        }
+        if let Err(error) = bus.client.flush().await {
+            replica.put_back(transitions);
+            return Err(EmitError::Flush(error));
+        }
+        replica.metrics.delivery_messages.inc_by(messages.len() as u64);
+        for transition in &kept {
+            let change = match transition.change {
+                Change::Online => "online",
+                Change::Offline => "offline",
+                Change::Joined(_) => "joined",
+                Change::Left(_) => "left",
+            };
+            replica.metrics.transitions_emitted.get_or_create(&vec![("change".to_owned(), change.to_owned())]).inc();
+        }
+        // Published: record it, so a replica taking over does not repeat it.
+        if let Err(error) = lease.write(through).await {
+            if matches!(error, LeaseError::Lost) {
+                replica.set_leader(false);
+            }
+            replica.set_emitted_through(through);
+            return Err(error.into());
+        }
+    }
+    replica.set_emitted_through(through);
+    Ok(())
+}
+
+/// The NATS messages (subject, payload) that announce `transitions`
+/// (already coalesced: at most one change per user and per user and room).
+///
+/// Order: every `user_left`, then the `user_online` / `user_offline`
+/// changes, then every `user_joined`. A user that came online is announced
+/// before its joins, and one that went offline after its leaves, while the
+/// online/offline changes of a whole window still share few messages.
+pub fn deliveries(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<(String, Bytes)> {
+    let mut left = Vec::new();
+    let mut joined = Vec::new();
+    let mut messages = Vec::new();
+    let mut batch: Vec<Delivery> = Vec::new();
+    let flush_batch = |batch: &mut Vec<Delivery>, messages: &mut Vec<(String, Bytes)>| {
+        if batch.is_empty() {
+            return;
+        }
+        let deliveries = std::mem::take(batch);
+        match serde_json::to_vec(&DeliveryBatch { deliveries }) {
+            Ok(bytes) => messages.push((subjects.deliver_presence(), Bytes::from(bytes))),
+            Err(error) => tracing::error!(%error, "encode presence batch"),
+        }
+    };
+    for transition in transitions {
+        let timestamp = rfc3339_ms(transition.at_ms);
+        match &transition.change {
+            Change::Online | Change::Offline => {
+                let name = if transition.change == Change::Online { event::USER_ONLINE } else { event::USER_OFFLINE };
+                let payload = UserPresence { user: transition.user.clone(), timestamp };
+                let Ok(mut delivery) = Delivery::new(name, &payload) else { continue };
+                match scope {
+                    Scope::All => {
+                        delivery.except_user = Some(transition.user.id.clone());
+                        batch.push(delivery);
+                        if batch.len() >= BATCH_MAX {
+                            flush_batch(&mut batch, &mut messages);
+                        }
+                    }
+                    Scope::Rooms => {
+                        let Ok(bytes) = serde_json::to_vec(&delivery) else { continue };
+                        let bytes = Bytes::from(bytes);
+                        for recipient in &transition.recipients {
+                            if let Ok(user) = UserId::parse(recipient.as_str()) {
+                                messages.push((subjects.deliver_user(&user), bytes.clone()));
+                            }
+                        }
+                    }
+                    Scope::None => {}
+                }
+            }
+            Change::Joined(room) | Change::Left(room) => {
+                let Ok(room_name) = RoomName::parse(room.as_str()) else {
+                    tracing::warn!(room = %room, "presence transition for an invalid room name skipped");
+                    continue;
+                };
+                let name =
+                    if matches!(transition.change, Change::Joined(_)) { event::USER_JOINED } else { event::USER_LEFT };
+                let payload = RoomPresence { room: room.clone(), user: transition.user.clone(), timestamp };
+                let Ok(mut delivery) = Delivery::new(name, &payload) else { continue };
+                delivery.except_user = Some(transition.user.id.clone());
+                if let Ok(bytes) = serde_json::to_vec(&delivery) {
+                    let message = (subjects.deliver_room(&room_name), Bytes::from(bytes));
+                    if matches!(transition.change, Change::Joined(_)) {
+                        joined.push(message)
+                    } else {
+                        left.push(message)
+                    }
+                }
+            }
+        }
+    }
+    flush_batch(&mut batch, &mut messages);
+    left.into_iter().chain(messages).chain(joined).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sb_events::client::PublicUser;
+
+    fn transition(id: &str, change: Change, recipients: &[&str]) -> Transition {
+        Transition {
+            seq: 1,
+            at_ms: 0,
+            user: PublicUser { id: id.into(), email: format!("{id}@example.com") },
+            change,
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn scope_all_batches_presence_and_rooms_get_their_own_subject() {
+        let subjects = Subjects::default();
+        let mut transitions: Vec<Transition> =
+            (0..1500).map(|i| transition(&format!("u{i}"), Change::Online, &[])).collect();
+        transitions.insert(0, transition("u1", Change::Joined("a.*".into()), &[]));
+        transitions.push(transition("u9", Change::Left("a.*".into()), &[]));
+        let messages = deliveries(&subjects, Scope::All, &transitions);
+        assert_eq!(messages.len(), 4);
+        let left: Delivery = serde_json::from_slice(&messages[0].1).unwrap();
+        assert_eq!(left.event, "user_left", "leaves first");
+        let messages = &messages[1..];
+        assert_eq!(messages[0].0, "sb.deliver.presence");
+        let first: DeliveryBatch = serde_json::from_slice(&messages[0].1).unwrap();
+        assert_eq!(first.deliveries.len(), 1000);
+        assert_eq!(first.deliveries[0].event, "user_online");
+        assert_eq!(first.deliveries[0].except_user.as_deref(), Some("u0"));
+        let payload: UserPresence = serde_json::from_str(first.deliveries[0].data.get()).unwrap();
+        assert_eq!(payload.timestamp, "1970-01-01T00:00:00.000Z");
+        assert_eq!(messages[2].0, subjects.deliver_room(&RoomName::parse("a.*").unwrap()));
+        let joined: Delivery = serde_json::from_slice(&messages[2].1).unwrap();
+        assert_eq!(joined.event, "user_joined", "joins after the online changes");
+    }
+
+    #[test]
+    fn scope_rooms_tells_co_members_and_none_tells_nobody() {
+        let subjects = Subjects::default();
+        let transitions = [transition("u1", Change::Offline, &["u2", "u3"])];
+        let messages = deliveries(&subjects, Scope::Rooms, &transitions);
+        let targets: Vec<&str> = messages.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            targets,
+            [
+                subjects.deliver_user(&UserId::parse("u2").unwrap()),
+                subjects.deliver_user(&UserId::parse("u3").unwrap())
+            ]
+        );
+        assert!(deliveries(&subjects, Scope::None, &transitions).is_empty());
+    }
+}

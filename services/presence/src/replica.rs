@@ -1,0 +1,181 @@
+//! [`Replica`]: what the tasks of one presence replica share — the state,
+//! the log of transitions not yet known to be published, and progress.
+//!
+//! The applier is the only writer of the state. Transitions it computes go
+//! into the log unless the emission lease says they were already published
+//! (`emitted_through`); the emitter takes them out in order when this
+//! replica leads, and a follower drops them once the leader reports them
+//! published. So whichever replica leads next still has every transition
+//! that might not have gone out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use sb_events::presence::PresenceEvent;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::state::{Scope, State, Transition};
+
+/// The most transitions a replica keeps waiting for publication; beyond it
+/// the oldest are dropped (only possible if no replica has led for long).
+const LOG_MAX: usize = 1_000_000;
+
+/// The state plus the emission bookkeeping, under one lock.
+#[derive(Debug)]
+pub struct Inner {
+    /// The presence state.
+    pub state: State,
+    /// Transitions computed but not known to be published, in stream order.
+    pub log: VecDeque<Transition>,
+    /// Every transition of a stream sequence up to this one was published.
+    pub emitted_through: u64,
+}
+
+/// Shared by the tasks of one replica.
+#[derive(Debug)]
+pub struct Replica {
+    /// This replica's name (lease holder, logs).
+    pub id: String,
+    /// `PRESENCE_SCOPE`.
+    pub scope: Scope,
+    inner: RwLock<Inner>,
+    applied: watch::Sender<u64>,
+    leader: AtomicBool,
+    ready: AtomicBool,
+    /// Edge id → epoch ms of its last heartbeat seen by this replica.
+    pub heartbeats: Mutex<HashMap<String, i64>>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl Replica {
+    /// A replica with an empty state.
+    pub fn new(id: String, scope: Scope, metrics: Metrics) -> Self {
+        Self {
+            id,
+            scope,
+            inner: RwLock::new(Inner { state: State::new(scope), log: VecDeque::new(), emitted_through: 0 }),
+            applied: watch::channel(0).0,
+            leader: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            heartbeats: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Applies the presence stream message at `seq`.
+    pub fn apply_message(&self, seq: u64, payload: &[u8]) {
+        let mut transitions = Vec::new();
+        let (totals, edges) = {
+            let mut inner = self.inner.write();
+            match serde_json::from_slice::<PresenceEvent>(payload) {
+                Ok(event) => inner.state.apply(seq, event, &mut transitions),
+                Err(error) => {
+                    tracing::warn!(%error, seq, "undecodable presence event skipped");
+                    inner.state.skip(seq);
+                }
+            }
+            self.metrics.transitions_computed.inc_by(transitions.len() as u64);
+            if seq > inner.emitted_through {
+                inner.log.extend(transitions);
+                if inner.log.len() > LOG_MAX {
+                    let excess = inner.log.len() - LOG_MAX;
+                    inner.log.drain(..excess);
+                    tracing::error!(dropped = excess, "transition log full: no replica has published for too long");
+                }
+            }
+            (inner.state.totals(), inner.state.live_edges())
+        };
+        self.metrics.events_applied.inc();
+        self.metrics.applied_seq.set(i64::try_from(seq).unwrap_or(i64::MAX));
+        self.metrics.users.set(i64::try_from(totals.users).unwrap_or(i64::MAX));
+        self.metrics.sockets.set(i64::try_from(totals.sockets).unwrap_or(i64::MAX));
+        self.metrics.rooms.set(i64::try_from(totals.rooms).unwrap_or(i64::MAX));
+        self.metrics.edges.set(i64::try_from(edges).unwrap_or(i64::MAX));
+        self.applied.send_replace(seq);
+    }
+
+    /// Runs `read` on the state.
+    pub fn read<R>(&self, read: impl FnOnce(&State) -> R) -> R {
+        read(&self.inner.read().state)
+    }
+
+    /// The last stream sequence applied.
+    pub fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until stream sequence `seq` is applied; false after `timeout`.
+    pub async fn wait_applied(&self, seq: u64, timeout: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= seq)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Takes every logged transition up to the applied sequence, for
+    /// publication: `(through, transitions)`, or `None` when nothing was
+    /// applied since the last publication.
+    pub fn take_for_emission(&self) -> Option<(u64, Vec<Transition>)> {
+        let mut inner = self.inner.write();
+        let through = inner.state.applied_seq();
+        if through <= inner.emitted_through {
+            return None;
+        }
+        let transitions = inner.log.drain(..).collect();
+        Some((through, transitions))
+    }
+
+    /// Returns transitions whose publication failed to the front of the log.
+    pub fn put_back(&self, transitions: Vec<Transition>) {
+        let mut inner = self.inner.write();
+        for transition in transitions.into_iter().rev() {
+            inner.log.push_front(transition);
+        }
+    }
+
+    /// Records that every transition up to `through` was published (by this
+    /// replica or, for a follower, by the leader) and drops them from the log.
+    pub fn set_emitted_through(&self, through: u64) {
+        let mut inner = self.inner.write();
+        if through <= inner.emitted_through {
+            return;
+        }
+        inner.emitted_through = through;
+        while inner.log.front().is_some_and(|transition| transition.seq <= through) {
+            inner.log.pop_front();
+        }
+    }
+
+    /// Every transition up to this stream sequence was published.
+    pub fn emitted_through(&self) -> u64 {
+        self.inner.read().emitted_through
+    }
+
+    /// Transitions waiting for publication.
+    pub fn pending_transitions(&self) -> usize {
+        self.inner.read().log.len()
+    }
+
+    /// Whether the replica caught up with the stream and serves.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the replica caught up (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether this replica holds the emission lease.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// Sets whether this replica holds the emission lease.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Ordering::Release);
+        self.metrics.leader.set(i64::from(leader));
+    }
+}

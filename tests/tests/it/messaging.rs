@@ -1,1 +1,0 @@
-//! messaging service tests.
