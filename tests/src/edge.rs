@@ -415,3 +415,38 @@ fn dechunk(mut rest: &str) -> String {
     }
     body
 }
+
+/// Claims of a token minted by a test.
+#[derive(Debug, Clone)]
+pub struct MintedClaims<'a> {
+    /// `sub`.
+    pub user_id: &'a str,
+    /// `email`.
+    pub email: &'a str,
+    /// `role`: `user` or `admin`.
+    pub role: &'a str,
+    /// `tokenVersion`.
+    pub token_version: i64,
+    /// Seconds from now until `exp` (negative: already expired).
+    pub expires_in_s: i64,
+}
+
+/// An HS256 token with the contract's claims, signed with `secret`.
+pub fn mint_token(secret: &str, claims: &MintedClaims<'_>) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let payload = serde_json::json!({
+        "sub": claims.user_id,
+        "email": claims.email,
+        "role": claims.role,
+        "tokenVersion": claims.token_version,
+        "iat": now,
+        "exp": now + claims.expires_in_s,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &payload,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing of JSON claims works")
+}

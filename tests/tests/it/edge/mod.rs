@@ -1,4 +1,5 @@
-//! Edge tests: the Socket.IO gateway against real NATS and (where it
-//! matters) the real auth, messaging and presence services.
+//! Edge tests: the Socket.IO gateway against real NATS and the real auth,
+//! presence and messaging services (`sb_tests::stack::TestStack`).
 
+mod auth;
 mod without_auth;
