@@ -131,6 +131,18 @@ impl TestClient {
         via: TokenVia,
         transport: Transport,
     ) -> Result<TestClient, ConnectFailure> {
+        Self::connect_and_emit(url, token, via, transport, Vec::new()).await
+    }
+
+    /// Like [`Self::connect`], and emits `on_connect` (name, payload) from
+    /// inside the client's `connect` callback, as the seed's clients do.
+    pub async fn connect_and_emit(
+        url: &str,
+        token: Option<&str>,
+        via: TokenVia,
+        transport: Transport,
+        on_connect: Vec<(String, Value)>,
+    ) -> Result<TestClient, ConnectFailure> {
         let (sender, receiver) = mpsc::unbounded_channel::<Incoming>();
         let address = match (token, via) {
             (Some(token), TokenVia::Query) => format!("{url}/?token={}", urlencode(token)),
@@ -151,9 +163,15 @@ impl TestClient {
             })
             .on(Event::Connect, {
                 let sender = sender.clone();
-                move |_payload: Payload, _client: Client| {
+                move |_payload: Payload, client: Client| {
                     let _ = sender.send(Incoming::Connected);
-                    async {}.boxed()
+                    let emits = on_connect.clone();
+                    async move {
+                        for (event, data) in emits {
+                            let _ = client.emit(event, Payload::Text(vec![data])).await;
+                        }
+                    }
+                    .boxed()
                 }
             })
             .on(Event::Close, {

@@ -2,4 +2,5 @@
 //! presence and messaging services (`sb_tests::stack::TestStack`).
 
 mod auth;
+mod events;
 mod without_auth;
