@@ -18,6 +18,7 @@ pub mod edge;
 pub mod messaging;
 mod nats;
 pub mod presence;
+pub mod stack;
 
 pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};

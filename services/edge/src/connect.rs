@@ -1,0 +1,205 @@
+//! Connecting: the token check and everything a socket needs before the
+//! client gets its CONNECT.
+//!
+//! The namespace has exactly one connect middleware, [`authenticate`]. It
+//! runs *before* socketioxide sends CONNECT, so whatever a client emits in
+//! its `connect` callback finds its handlers registered (SOCKETIO-NOTES.md,
+//! hazard 2). In order it:
+//!
+//! 1. finds the token (`auth.token`, then `?token=`, then
+//!    `Authorization`; first found wins, a leading `Bearer ` is fine) and
+//!    verifies it with auth; a refusal is a `connect_error` whose message is
+//!    the reason (`token missing`, `token invalid`, `token expired`,
+//!    `token revoked`, `user unknown`, `user disabled`, or
+//!    `authentication unavailable, try again`);
+//! 2. registers the session (refused if a revocation for the user arrived
+//!    while the token was being verified);
+//! 3. subscribes to the user's deliveries (flushed) and joins the socket to
+//!    `user:<id>`, in the claiming state (see [`crate::delivery`]);
+//! 4. installs the [`Dispatcher`] and the disconnect handler.
+//!
+//! A refusal leaves nothing behind: the session and its lease are dropped,
+//! socketioxide removes the socket from every local room, and presence was
+//! never told. The connect handler then only starts the socket's queue,
+//! whose first step reports the session to presence (see [`crate::queue`]).
+
+use std::sync::Arc;
+
+use axum::extract::Query;
+use http::header::AUTHORIZATION;
+use sb_authn::AuthFailure;
+use sb_events::UserId;
+use serde_json::Value;
+use socketioxide::extract::TryData;
+
+use crate::ctx::EdgeCtx;
+use crate::queue::{self, Dispatcher};
+use crate::rate::TokenBucket;
+use crate::session::Session;
+use crate::socket::SocketArc;
+
+/// Why a connection was refused; `Display` is the `connect_error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// The token did not verify (or the account is disabled).
+    #[error("{0}")]
+    Token(&'static str),
+    /// Auth did not answer.
+    #[error("authentication unavailable, try again")]
+    AuthUnavailable,
+    /// The edge could not subscribe to the user's deliveries.
+    #[error("service unavailable, try again")]
+    Unavailable,
+}
+
+impl ConnectRefusal {
+    /// The `reason` label of `sb_edge_connect_rejects_total`.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Token(reason) => reason,
+            Self::AuthUnavailable => "auth unavailable",
+            Self::Unavailable => "service unavailable",
+        }
+    }
+}
+
+/// Where the token was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundToken {
+    /// A non-empty token (maybe with a `Bearer ` prefix).
+    Token(String),
+    /// `auth.token` is there but is not a string.
+    NotAString,
+    /// No source carries a token.
+    Missing,
+}
+
+/// Finds the token: `auth.token` in the handshake, `?token=` in the query,
+/// the `Authorization` header; the first non-empty one wins.
+pub fn find_token(auth: Option<&Value>, parts: &http::request::Parts) -> FoundToken {
+    match auth.and_then(|auth| auth.get("token")) {
+        Some(Value::String(token)) if !token.trim().is_empty() => return FoundToken::Token(token.clone()),
+        Some(Value::String(_) | Value::Null) | None => {}
+        Some(_) => return FoundToken::NotAString,
+    }
+    if let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        && let Some((_, token)) = pairs.into_iter().find(|(key, value)| key == "token" && !value.trim().is_empty())
+    {
+        return FoundToken::Token(token);
+    }
+    if let Some(header) = parts.headers.get(AUTHORIZATION)
+        && let Ok(text) = header.to_str()
+        && !sb_authn::strip_bearer(text).is_empty()
+    {
+        return FoundToken::Token(text.to_owned());
+    }
+    FoundToken::Missing
+}
+
+/// The connect middleware (see the module docs).
+pub(crate) async fn authenticate(
+    ctx: Arc<EdgeCtx>,
+    SocketArc(socket): SocketArc,
+    TryData(auth): TryData<Value>,
+) -> Result<(), ConnectRefusal> {
+    let result = authenticate_inner(&ctx, &socket, auth.ok()).await;
+    if let Err(refusal) = &result {
+        ctx.metrics
+            .connect_rejects
+            .get_or_create(&crate::metrics::ReasonLabel { reason: refusal.metric_reason() })
+            .inc();
+        tracing::info!(sid = %socket.id, reason = %refusal, "connection refused");
+    }
+    result
+}
+
+async fn authenticate_inner(
+    ctx: &Arc<EdgeCtx>,
+    socket: &Arc<socketioxide::socket::Socket>,
+    auth: Option<Value>,
+) -> Result<(), ConnectRefusal> {
+    let token = match find_token(auth.as_ref(), socket.req_parts()) {
+        FoundToken::Token(token) => token,
+        FoundToken::NotAString => return Err(ConnectRefusal::Token(AuthFailure::TokenInvalid.as_str())),
+        FoundToken::Missing => return Err(ConnectRefusal::Token(AuthFailure::TokenMissing.as_str())),
+    };
+    let user = ctx.auth.verify(&token).await.map_err(|failure| match failure {
+        AuthFailure::Unavailable { detail } => {
+            tracing::warn!(%detail, "auth did not answer VerifyToken");
+            ConnectRefusal::AuthUnavailable
+        }
+        reason => ConnectRefusal::Token(reason.as_str()),
+    })?;
+    let user_id =
+        UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
+    let bucket = TokenBucket::new(ctx.rate_per_sec, ctx.rate_burst, std::time::Instant::now());
+    let session = Arc::new(Session::new(socket.id, user, user_id, token, bucket, &ctx.registry));
+    ctx.registry.insert(&session).map_err(|reason| ConnectRefusal::Token(reason_text(reason)))?;
+
+    let socket_ref = socketioxide::extract::SocketRef::from(socket.clone());
+    let user_lease = ctx.deliveries.acquire_user(&session.user_id, &socket_ref).await.map_err(|error| {
+        tracing::warn!(%error, "subscribe to a user's deliveries");
+        ConnectRefusal::Unavailable
+    })?;
+    session.state.lock().user_lease = Some(Arc::new(user_lease));
+
+    socket.on_fallback(Dispatcher { ctx: ctx.clone(), session: session.clone() });
+    let close_ctx = ctx.clone();
+    let close_session = session.clone();
+    socket.on_disconnect(move |SocketArc(socket): SocketArc| {
+        queue::enqueue_close(&close_ctx, &close_session, socket);
+        std::future::ready(())
+    });
+    socket.extensions.insert(session);
+    Ok(())
+}
+
+fn reason_text(reason: crate::session::RefusedAccess) -> &'static str {
+    match reason {
+        crate::session::RefusedAccess::Revoked => AuthFailure::TokenRevoked.as_str(),
+        crate::session::RefusedAccess::Disabled => AuthFailure::UserDisabled.as_str(),
+    }
+}
+
+/// The connect handler: runs once the client has its CONNECT and starts the
+/// socket's queue (whose first step is the connect step).
+pub(crate) async fn connected(ctx: Arc<EdgeCtx>, SocketArc(socket): SocketArc) {
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+        tracing::error!(sid = %socket.id, "a connected socket has no session");
+        return;
+    };
+    queue::start(&ctx, &session, socket);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(uri: &str, authorization: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        request.body(()).expect("valid request").into_parts().0
+    }
+
+    #[test]
+    fn first_source_wins() {
+        let both = parts("/socket.io/?EIO=4&token=from-query", Some("Bearer from-header"));
+        let auth = json!({"token": "from-auth"});
+        assert_eq!(find_token(Some(&auth), &both), FoundToken::Token("from-auth".into()));
+        assert_eq!(find_token(Some(&json!({})), &both), FoundToken::Token("from-query".into()));
+        assert_eq!(find_token(Some(&json!({"token": ""})), &both), FoundToken::Token("from-query".into()));
+        let header_only = parts("/socket.io/?EIO=4", Some("Bearer from-header"));
+        assert_eq!(find_token(None, &header_only), FoundToken::Token("Bearer from-header".into()));
+        assert_eq!(find_token(None, &parts("/socket.io/?EIO=4&token=", Some("Bearer "))), FoundToken::Missing);
+        assert_eq!(find_token(Some(&json!({"token": 5})), &both), FoundToken::NotAString);
+    }
+
+    #[test]
+    fn query_token_is_url_decoded() {
+        let encoded = parts("/socket.io/?token=Bearer%20a.b%2Bc&EIO=4", None);
+        assert_eq!(find_token(None, &encoded), FoundToken::Token("Bearer a.b+c".into()));
+    }
+}

@@ -1,0 +1,108 @@
+//! The edge's Prometheus metrics, served on `/metrics` of the Socket.IO port.
+//!
+//! Label values come from fixed sets (reasons, known event names, scopes),
+//! never from client strings, so a client cannot grow the series count.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// `event` + `outcome` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// A known client event name, or `unknown`.
+    pub event: &'static str,
+    /// `ok`, `error`, `rate_limited`, `queue_full`, `token_expired`.
+    pub outcome: &'static str,
+}
+
+/// `scope` label (`room`, `user`, `all`, `pending`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabel {
+    /// Which kind of delivery.
+    pub scope: &'static str,
+}
+
+/// Every metric the edge exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Accepted Socket.IO connections.
+    pub connects: Counter,
+    /// Refused connections by reason (`token missing`, ..., `auth unavailable`).
+    pub connect_rejects: Family<ReasonLabel, Counter>,
+    /// Sockets connected now.
+    pub sockets: Gauge,
+    /// Client events handled, by name and outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Deliveries received from NATS and emitted to local sockets, by scope.
+    pub deliveries: Family<ScopeLabel, Counter>,
+    /// Emits that did not reach a socket, by reason (`buffer_full`, `closed`, `encode`).
+    pub dropped_emits: Family<ReasonLabel, Counter>,
+    /// Delivery subjects this edge is subscribed to now.
+    pub delivery_subscriptions: Gauge,
+    /// Sockets disconnected because their user's access changed.
+    pub revocation_disconnects: Counter,
+    /// `send_message` / `admin_broadcast` refused because the ingest stream did not acknowledge.
+    pub ingest_failures: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `sb_edge_`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            connects: Counter::default(),
+            connect_rejects: Family::default(),
+            sockets: Gauge::default(),
+            events: Family::default(),
+            deliveries: Family::default(),
+            dropped_emits: Family::default(),
+            delivery_subscriptions: Gauge::default(),
+            revocation_disconnects: Counter::default(),
+            ingest_failures: Counter::default(),
+        };
+        let edge = registry.sub_registry_with_prefix("sb_edge");
+        edge.register("connects", "Accepted Socket.IO connections", metrics.connects.clone());
+        edge.register("connect_rejects", "Refused Socket.IO connections by reason", metrics.connect_rejects.clone());
+        edge.register("sockets", "Sockets connected now", metrics.sockets.clone());
+        edge.register("events", "Client events by name and outcome", metrics.events.clone());
+        edge.register("deliveries", "Deliveries emitted to local sockets by scope", metrics.deliveries.clone());
+        edge.register("dropped_emits", "Emits that did not reach a socket by reason", metrics.dropped_emits.clone());
+        edge.register(
+            "delivery_subscriptions",
+            "Delivery subjects subscribed now",
+            metrics.delivery_subscriptions.clone(),
+        );
+        edge.register(
+            "revocation_disconnects",
+            "Sockets disconnected after a revocation or a disabled user",
+            metrics.revocation_disconnects.clone(),
+        );
+        edge.register(
+            "ingest_failures",
+            "Messages refused because the ingest stream did not acknowledge",
+            metrics.ingest_failures.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Counts one handled event.
+    pub fn event(&self, event: &'static str, outcome: &'static str) {
+        self.events.get_or_create(&EventLabels { event, outcome }).inc();
+    }
+
+    /// Counts one dropped emit.
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped_emits.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}

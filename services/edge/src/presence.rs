@@ -1,0 +1,150 @@
+//! The edge's link to presence, through `sb_presence_client` (the protocol
+//! itself lives there): reporting sessions and rooms with the [`Reporter`],
+//! asking with [`PresenceQueries`], and [`EdgeSessions`], the
+//! [`SessionSource`] the reporter reads for snapshots and kicks.
+//!
+//! Ordering rule of the reporter: the edge changes its own table first and
+//! reports second (open: the session is marked open, then reported; close:
+//! marked closed, then reported; rooms likewise).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sb_events::RoomName;
+use sb_events::client::{Exception, OnlineUsers, PublicUser, event};
+use sb_events::presence::SessionState;
+use sb_presence_client::{PresenceQueries, QueryError, Reporter, SessionSource};
+use socketioxide::SocketIo;
+
+use crate::metrics::Metrics;
+use crate::session::{RefusedAccess, Registry, Session};
+
+/// How long a join waits for presence to store it before answering with
+/// what is known (the event stays queued in the reporter).
+const JOIN_STORE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reporting and queries.
+#[derive(Clone)]
+pub(crate) struct Presence {
+    pub(crate) reporter: Reporter,
+    pub(crate) queries: PresenceQueries,
+}
+
+impl Presence {
+    /// Reports an opened session.
+    pub(crate) fn opened(&self, session: &Session) {
+        self.reporter.session_opened(&session.sid.to_string(), session.public.clone(), session.connected_at_ms);
+    }
+
+    /// Reports a closed session.
+    pub(crate) fn closed(&self, session: &Session) {
+        self.reporter.session_closed(&session.sid.to_string());
+    }
+
+    /// Reports a join and returns the presence stream sequence that stored
+    /// it, or `None` if that took too long.
+    pub(crate) async fn room_joined(&self, session: &Session, room: &RoomName) -> Option<u64> {
+        let socket = session.sid.to_string();
+        let stored = self.reporter.room_joined(&socket, room);
+        match tokio::time::timeout(JOIN_STORE_TIMEOUT, stored).await {
+            Ok(Ok(seq)) => Some(seq),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "report a room join to presence");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("presence did not store a room join in time; answering with what is known");
+                None
+            }
+        }
+    }
+
+    /// Reports a leave.
+    pub(crate) fn room_left(&self, session: &Session, room: &RoomName) {
+        self.reporter.room_left(&session.sid.to_string(), room);
+    }
+
+    /// A room's members cluster-wide.
+    pub(crate) async fn members(&self, room: &RoomName, after_seq: Option<u64>) -> Result<Vec<PublicUser>, QueryError> {
+        Ok(self.queries.room_members(room, after_seq).await?.members)
+    }
+
+    /// A page of online users cluster-wide.
+    pub(crate) async fn online(&self, limit: u32, cursor: Option<String>) -> Result<OnlineUsers, QueryError> {
+        self.queries.online_users(limit, cursor).await
+    }
+}
+
+/// The sessions of this edge as presence's reporter sees them.
+pub(crate) struct EdgeSessions {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) io: SocketIo,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl SessionSource for EdgeSessions {
+    fn sessions(&self) -> Vec<SessionState> {
+        self.registry
+            .all()
+            .into_iter()
+            .filter_map(|session| {
+                let state = session.state.lock();
+                // Only sessions reported as opened and not yet as closed.
+                if !state.opened || state.closed {
+                    return None;
+                }
+                let rooms = state.rooms.keys().map(|room| room.as_str().to_owned()).collect();
+                drop(state);
+                Some(SessionState {
+                    socket: session.sid.to_string(),
+                    user: session.public.clone(),
+                    connected_at_ms: session.connected_at_ms,
+                    rooms,
+                })
+            })
+            .collect()
+    }
+
+    fn kick_user(&self, user_id: &str, reason: &str) -> u64 {
+        let sessions = self.registry.user_sessions(user_id);
+        for session in &sessions {
+            disconnect_with_exception(&self.io, &self.metrics, session, reason);
+        }
+        sessions.len() as u64
+    }
+}
+
+/// Sends `exception` `reason` to the session's socket and disconnects it.
+/// The socket leaves every local room first, so it gets no further
+/// deliveries even if its buffer is full; a disconnect refused by a full
+/// buffer is retried for a second.
+pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, session: &Session, reason: &str) {
+    let Some(socket) = io.get_socket(session.sid) else {
+        return;
+    };
+    socket.leave_all();
+    crate::socket::emit_to(&socket, metrics, event::EXCEPTION, &Exception::new(reason, None));
+    if socket.clone().disconnect().is_ok() {
+        return;
+    }
+    let io = io.clone();
+    let sid = session.sid;
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match io.get_socket(sid) {
+                Some(socket) if socket.clone().disconnect().is_err() => continue,
+                _ => return,
+            }
+        }
+        tracing::warn!(%sid, "could not disconnect a socket whose buffer stays full");
+    });
+}
+
+/// Disconnects the sessions an access change invalidated.
+pub(crate) fn disconnect_refused(io: &SocketIo, metrics: &Metrics, refused: &[(Arc<Session>, RefusedAccess)]) {
+    for (session, reason) in refused {
+        disconnect_with_exception(io, metrics, session, &reason.client_error().to_string());
+        metrics.revocation_disconnects.inc();
+    }
+}

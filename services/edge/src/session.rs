@@ -1,0 +1,289 @@
+//! Sessions: what the edge knows about each authenticated socket, and the
+//! registry of all of them (for revocation, kicks and presence snapshots).
+//!
+//! A [`Session`] is created by the connect middleware once the token is
+//! verified and lives as long as the socket object: it is held by the
+//! socket's handlers and extensions, and the [`Registry`] keeps only weak
+//! references. Its room and user [`crate::delivery::Lease`]s are released
+//! when the socket disconnects (or, if the connection never completed, when
+//! the session is dropped).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sb_authn::VerifiedUser;
+use sb_events::client::PublicUser;
+use sb_events::control::AccessChanged;
+use sb_events::{RoomName, UserId};
+use socketioxide::socket::Sid;
+
+use crate::delivery::{Lease, UserLease};
+use crate::error::ClientError;
+use crate::queue::Job;
+use crate::rate::TokenBucket;
+
+/// How long an access change is remembered for sockets whose verification
+/// was in flight when it arrived.
+const REVOCATION_MEMORY: Duration = Duration::from_secs(30);
+
+/// Whether a session may still act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Normal.
+    Active,
+    /// Revoked or disabled: every further event gets this refusal.
+    Refused(RefusedAccess),
+}
+
+/// Why a connected session lost its access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedAccess {
+    /// `token revoked`.
+    Revoked,
+    /// `user disabled`.
+    Disabled,
+}
+
+impl RefusedAccess {
+    /// The error clients get.
+    pub fn client_error(self) -> ClientError {
+        match self {
+            Self::Revoked => ClientError::TokenRevoked,
+            Self::Disabled => ClientError::UserDisabled,
+        }
+    }
+}
+
+/// Mutable per-socket state.
+pub(crate) struct SessionState {
+    pub(crate) rooms: BTreeMap<RoomName, Lease>,
+    pub(crate) user_lease: Option<Arc<UserLease>>,
+    pub(crate) queue: VecDeque<Job>,
+    pub(crate) running: bool,
+    /// The connect handler ran: the client has its CONNECT and the queue may be handled.
+    pub(crate) started: bool,
+    pub(crate) bucket: TokenBucket,
+    pub(crate) access: Access,
+    /// The connect job ran (presence was told, the socket counted).
+    pub(crate) opened: bool,
+    /// The close job ran; nothing more is accepted.
+    pub(crate) closed: bool,
+}
+
+/// One authenticated socket.
+pub struct Session {
+    /// Socket.IO socket id.
+    pub sid: Sid,
+    /// The verified user.
+    pub user: VerifiedUser,
+    /// The user id, validated.
+    pub user_id: UserId,
+    /// `{id, email}` as other users see it.
+    pub public: PublicUser,
+    /// When the socket connected, epoch milliseconds.
+    pub connected_at_ms: i64,
+    /// The socket's token, kept to call auth on the user's behalf
+    /// (`LookupUsers`). Never logged (no `Debug`).
+    token: String,
+    registry: Weak<Registry>,
+    pub(crate) state: Mutex<SessionState>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sid", &self.sid).field("user", &self.user.id).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A new session for `user` on socket `sid`.
+    pub(crate) fn new(
+        sid: Sid,
+        user: VerifiedUser,
+        user_id: UserId,
+        token: String,
+        bucket: TokenBucket,
+        registry: &Arc<Registry>,
+    ) -> Self {
+        let public = PublicUser { id: user.id.clone(), email: user.email.clone() };
+        Self {
+            sid,
+            user,
+            user_id,
+            public,
+            connected_at_ms: sb_events::timestamp::now_ms(),
+            token,
+            registry: Arc::downgrade(registry),
+            state: Mutex::new(SessionState {
+                rooms: BTreeMap::new(),
+                user_lease: None,
+                queue: VecDeque::new(),
+                running: false,
+                started: false,
+                bucket,
+                access: Access::Active,
+                opened: false,
+                closed: false,
+            }),
+        }
+    }
+
+    /// The token the socket connected with.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Whether the token's `exp` has passed.
+    pub fn token_expired(&self) -> bool {
+        sb_events::timestamp::now_ms() / 1000 >= self.user.expires_at_s
+    }
+
+    /// Whether the socket is in `room`.
+    pub fn in_room(&self, room: &RoomName) -> bool {
+        self.state.lock().rooms.contains_key(room)
+    }
+
+    /// The rooms the socket is in, as names.
+    pub fn room_names(&self) -> Vec<String> {
+        self.state.lock().rooms.keys().map(|room| room.as_str().to_owned()).collect()
+    }
+
+    /// The current access.
+    pub fn access(&self) -> Access {
+        self.state.lock().access
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove(&self.user.id, self.sid);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Revocation {
+    token_version: i64,
+    disabled: bool,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    by_user: HashMap<String, HashMap<Sid, Weak<Session>>>,
+    revocations: HashMap<String, Revocation>,
+    sessions: usize,
+}
+
+/// Every live session of this edge, by user.
+#[derive(Default)]
+pub struct Registry {
+    state: Mutex<RegistryState>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds `session`, unless an access change that invalidates its token
+    /// arrived while its verification was in flight.
+    pub fn insert(&self, session: &Arc<Session>) -> Result<(), RefusedAccess> {
+        let mut state = self.state.lock();
+        if let Some(refusal) =
+            state.revocations.get(&session.user.id).and_then(|r| refusal(r, session.user.token_version))
+        {
+            return Err(refusal);
+        }
+        state.by_user.entry(session.user.id.clone()).or_default().insert(session.sid, Arc::downgrade(session));
+        state.sessions += 1;
+        Ok(())
+    }
+
+    fn remove(&self, user_id: &str, sid: Sid) {
+        let mut state = self.state.lock();
+        if let Some(sockets) = state.by_user.get_mut(user_id)
+            && sockets.remove(&sid).is_some()
+        {
+            if sockets.is_empty() {
+                state.by_user.remove(user_id);
+            }
+            state.sessions -= 1;
+        }
+    }
+
+    /// Removes a session now (at disconnect) rather than when it is dropped.
+    pub fn remove_session(&self, session: &Session) {
+        self.remove(&session.user.id, session.sid);
+    }
+
+    /// Applies an access change: marks every session of the user whose token
+    /// it invalidates and returns them with the reason. Remembers the change
+    /// for sessions still being verified.
+    pub fn access_changed(&self, change: &AccessChanged) -> Vec<(Arc<Session>, RefusedAccess)> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        state.revocations.retain(|_, revocation| now.duration_since(revocation.at) < REVOCATION_MEMORY);
+        let revocation = Revocation { token_version: change.token_version, disabled: change.disabled, at: now };
+        state
+            .revocations
+            .entry(change.user_id.clone())
+            .and_modify(|known| {
+                known.token_version = known.token_version.max(change.token_version);
+                known.disabled = change.disabled;
+                known.at = now;
+            })
+            .or_insert(revocation);
+        let Some(sockets) = state.by_user.get(&change.user_id) else {
+            return Vec::new();
+        };
+        let mut refused = Vec::new();
+        for session in sockets.values().filter_map(Weak::upgrade) {
+            if let Some(reason) = refusal(&revocation, session.user.token_version) {
+                session.state.lock().access = Access::Refused(reason);
+                refused.push((session, reason));
+            }
+        }
+        refused
+    }
+
+    /// The live sessions of `user_id`.
+    pub fn user_sessions(&self, user_id: &str) -> Vec<Arc<Session>> {
+        let state = self.state.lock();
+        state
+            .by_user
+            .get(user_id)
+            .map(|sockets| sockets.values().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let state = self.state.lock();
+        state.by_user.values().flat_map(|sockets| sockets.values().filter_map(Weak::upgrade)).collect()
+    }
+
+    /// How many sessions there are.
+    pub fn len(&self) -> usize {
+        self.state.lock().sessions
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn refusal(revocation: &Revocation, token_version: i64) -> Option<RefusedAccess> {
+    if revocation.disabled {
+        Some(RefusedAccess::Disabled)
+    } else if token_version < revocation.token_version {
+        Some(RefusedAccess::Revoked)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,139 @@
+//! The whole stack in-process: a private nats-server, auth, one presence
+//! replica, messaging, and N edges, each on a free loopback port, against
+//! PostgreSQL or SQLite. Tests get users with tokens from it; the `stack`
+//! binary runs it for the end-to-end suite.
+
+use anyhow::Context as _;
+use sb_proto::auth::v1 as pb;
+
+use crate::auth::{AuthHandle, spawn_auth};
+use crate::edge::{EdgeHandle, edge_config, spawn_edge};
+use crate::messaging::{RunningMessaging, messaging_config, spawn_messaging};
+use crate::presence::{PresenceReplica, replica_config};
+use crate::{DbKind, NatsServer, TestDatabase};
+
+/// How to start a [`TestStack`].
+#[derive(Clone)]
+pub struct StackOptions {
+    /// Where auth and messaging store.
+    pub db: DbKind,
+    /// How many edges.
+    pub edges: usize,
+    /// Applied to every edge's settings before it starts (after the
+    /// addresses are filled in).
+    pub edge_settings: fn(&mut sb_edge::Config),
+}
+
+impl StackOptions {
+    /// One edge with default settings on `db`.
+    pub fn new(db: DbKind) -> Self {
+        Self { db, edges: 1, edge_settings: |_| {} }
+    }
+}
+
+/// A user of the stack with a token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Its id.
+    pub id: String,
+    /// Its email.
+    pub email: String,
+    /// A valid access token.
+    pub token: String,
+}
+
+/// Everything running. Dropping it stops the services.
+pub struct TestStack {
+    /// The edges, in start order.
+    pub edges: Vec<EdgeHandle>,
+    /// Messaging.
+    pub messaging: RunningMessaging,
+    /// The presence replica.
+    pub presence: PresenceReplica,
+    /// Auth.
+    pub auth: AuthHandle,
+    /// The NATS server (kill it to test outages).
+    pub nats: NatsServer,
+    _auth_db: TestDatabase,
+    _messaging_db: TestDatabase,
+}
+
+impl TestStack {
+    /// One edge, `db` storage.
+    pub async fn start(db: DbKind) -> anyhow::Result<Self> {
+        Self::start_with(StackOptions::new(db)).await
+    }
+
+    /// Starts everything as `options` says; returns once every part serves.
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
+        let nats = NatsServer::start().await.context("start nats-server")?;
+        let auth_db = TestDatabase::create(options.db).await.context("create the auth database")?;
+        let messaging_db = TestDatabase::create(options.db).await.context("create the messaging database")?;
+        let auth = spawn_auth(&auth_db, nats.url()).await.context("start auth")?;
+        let presence =
+            PresenceReplica::start(replica_config(nats.url(), &auth.uri())).await.context("start presence")?;
+        let mut messaging_settings = messaging_config(nats.url(), &messaging_db.url);
+        messaging_settings.auth_addr = auth.uri();
+        let messaging = spawn_messaging(messaging_settings).await.context("start messaging")?;
+        let mut edges = Vec::with_capacity(options.edges);
+        for _ in 0..options.edges.max(1) {
+            let mut config = edge_config(nats.url(), &auth.uri());
+            (options.edge_settings)(&mut config);
+            edges.push(spawn_edge(config).await.context("start an edge")?);
+        }
+        Ok(Self { edges, messaging, presence, auth, nats, _auth_db: auth_db, _messaging_db: messaging_db })
+    }
+
+    /// The first edge's URL.
+    pub fn url(&self) -> &str {
+        &self.edges[0].url
+    }
+
+    /// Creates a user `name@example.com` (a plain user) with a token.
+    pub async fn user(&self, name: &str) -> anyhow::Result<TestUser> {
+        self.create(name, pb::Role::User).await
+    }
+
+    /// Creates an admin `name@example.com` with a token.
+    pub async fn admin(&self, name: &str) -> anyhow::Result<TestUser> {
+        self.create(name, pb::Role::Admin).await
+    }
+
+    async fn create(&self, name: &str, role: pb::Role) -> anyhow::Result<TestUser> {
+        let (user, token) = self.auth.create_user(&format!("{name}@example.com"), role).await?;
+        Ok(TestUser { id: user.id, email: user.email, token })
+    }
+
+    /// Revokes every token of `user_id` (as the admin).
+    pub async fn revoke(&self, user_id: &str) -> anyhow::Result<()> {
+        self.auth
+            .grpc()
+            .await?
+            .revoke_tokens(self.auth.as_admin(pb::RevokeTokensRequest { user_id: user_id.to_owned() }))
+            .await
+            .context("revoke tokens")?;
+        Ok(())
+    }
+
+    /// Disables `user_id` (as the admin).
+    pub async fn disable(&self, user_id: &str) -> anyhow::Result<()> {
+        self.auth
+            .grpc()
+            .await?
+            .disable_user(self.auth.as_admin(pb::DisableUserRequest { id: user_id.to_owned(), disabled: true }))
+            .await
+            .context("disable user")?;
+        Ok(())
+    }
+
+    /// Stops the edges, then the services, gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for edge in self.edges {
+            edge.stop().await?;
+        }
+        self.messaging.stop().await?;
+        self.presence.stop().await;
+        self.auth.stop().await?;
+        Ok(())
+    }
+}

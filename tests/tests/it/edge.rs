@@ -1,1 +1,0 @@
-//! edge service tests.

@@ -1,0 +1,6 @@
+//! Edge tests: the Socket.IO gateway against real NATS and the real auth,
+//! presence and messaging services (`sb_tests::stack::TestStack`).
+
+mod auth;
+mod events;
+mod without_auth;
