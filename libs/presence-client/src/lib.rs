@@ -22,5 +22,5 @@ mod reporter;
 mod throttle;
 
 pub use queries::{DEFAULT_PAGE, MAX_PAGE, PresenceQueries, QueryError};
-pub use reporter::{Reporter, ReporterConfig, ReporterError, SessionSource};
+pub use reporter::{Reporter, ReporterConfig, ReporterError, SessionSource, StoredSeq};
 pub use throttle::PresenceThrottle;

@@ -291,11 +291,18 @@ async fn queries_page_online_users_and_answer_online_among() {
     let error = bus
         .request::<_, sb_events::client::OnlineUsers>(
             bus.subjects.presence_query(),
-            &sb_events::presence::PresenceQuery::OnlineUsers { limit: 10, cursor: Some("!!".into()) },
+            &sb_events::presence::PresenceQuery::OnlineUsers { limit: 10, cursor: Some("!!".into()), after_seq: None },
         )
         .await
         .expect_err("bad cursor");
     assert!(error.to_string().contains("invalid cursor"), "{error}");
+
+    // Read your own connect: asked right after connecting, with the stored
+    // sequence of its SessionOpened, the list includes the caller.
+    let stored = edge.connect("me", &user("zz-me"));
+    let seq = stored.wait().await.expect("stored");
+    let page = queries.online_users_after(1000, None, Some(seq)).await.expect("page after my connect");
+    assert!(page.users.iter().any(|u| u.id == "zz-me"), "the caller sees itself");
 
     let among = queries.online_among(vec!["u001".into(), "nobody".into(), "u249".into()]).await.expect("among");
     assert_eq!(among.online, ["u001", "u249"]);
