@@ -449,3 +449,33 @@ async fn a_recreated_presence_stream_does_not_silence_new_transitions() {
     edge.connect("n1", &user("newcomer"));
     watcher.wait_for("user_online", "newcomer", WAIT).await;
 }
+
+#[tokio::test]
+async fn nats_restart_loses_nothing() {
+    let nats = NatsServer::start().await.expect("nats");
+    let bus = observer(&nats).await;
+    let (first, second) = (replica(&nats).await, replica(&nats).await);
+    let watcher = Watcher::start(nats.url(), &[]).await.expect("watcher");
+    let edge = SimEdge::start(nats.url(), "edge-a", HEARTBEAT).await.expect("edge");
+    edge.connect("s1", &user("alice"));
+    edge.connect("s2", &user("bob"));
+    watcher.wait_for("user_online", "bob", WAIT).await;
+
+    let mut nats = nats;
+    nats.kill();
+    // While NATS is down: bob leaves, carol arrives (queued by the reporter).
+    edge.disconnect("s2");
+    edge.connect("s3", &user("carol"));
+    let nats = nats.restart().await.expect("restart nats");
+
+    watcher.wait_for("user_offline", "bob", Duration::from_secs(30)).await;
+    watcher.wait_for("user_online", "carol", Duration::from_secs(30)).await;
+    watcher.barrier(&edge, "z").await;
+    settle(&bus, &[&first, &second]).await;
+    for replica in [&first, &second] {
+        assert_eq!(belief(replica, &[]).0, ["alice", "carol", "z"]);
+    }
+    assert_eq!(watcher.count("user_online", "alice"), 1, "no false online after the outage");
+    assert_eq!(watcher.count("user_offline", "alice"), 0, "no false offline after the outage");
+    drop(nats);
+}
