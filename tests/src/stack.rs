@@ -52,8 +52,7 @@ pub struct TestStack {
     pub presence: PresenceReplica,
     /// Auth.
     pub auth: AuthHandle,
-    /// The NATS server (kill it to test outages).
-    pub nats: NatsServer,
+    nats: Option<NatsServer>,
     _auth_db: TestDatabase,
     _messaging_db: TestDatabase,
 }
@@ -81,7 +80,27 @@ impl TestStack {
             (options.edge_settings)(&mut config);
             edges.push(spawn_edge(config).await.context("start an edge")?);
         }
-        Ok(Self { edges, messaging, presence, auth, nats, _auth_db: auth_db, _messaging_db: messaging_db })
+        Ok(Self { edges, messaging, presence, auth, nats: Some(nats), _auth_db: auth_db, _messaging_db: messaging_db })
+    }
+
+    /// Kills the nats-server (SIGKILL), keeping its store for [`Self::restart_nats`].
+    pub fn kill_nats(&mut self) {
+        if let Some(nats) = self.nats.as_mut() {
+            nats.kill();
+        }
+    }
+
+    /// Starts the nats-server again on the same port and store.
+    pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
+        if let Some(nats) = self.nats.take() {
+            self.nats = Some(nats.restart().await?);
+        }
+        Ok(())
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> &str {
+        self.nats.as_ref().map_or("", NatsServer::url)
     }
 
     /// The first edge's URL.

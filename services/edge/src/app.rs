@@ -255,6 +255,9 @@ impl App {
         if tokio::time::timeout(HTTP_DRAIN, ctx.bus.close()).await.is_err() {
             tracing::warn!("draining NATS took too long");
         }
+        // The namespace's handlers hold the context; dropping them lets the
+        // reporter and the connections go even if a step above timed out.
+        ctx.io.delete_ns("/");
         tracing::info!(edge = %ctx.edge_id, "edge stopped");
         Ok(())
     }

@@ -2,5 +2,7 @@
 //! presence and messaging services (`sb_tests::stack::TestStack`).
 
 mod auth;
+mod delivery;
 mod events;
+mod ordering;
 mod without_auth;
