@@ -4,5 +4,6 @@
 mod auth;
 mod delivery;
 mod events;
+mod http;
 mod ordering;
 mod without_auth;

@@ -19,8 +19,7 @@ fn unlimited(config: &mut sb_edge::Config) {
 #[tokio::test]
 async fn back_to_back_join_then_send_pairs_run_in_order() {
     const PAIRS: usize = 2000;
-    let mut options = StackOptions::new(DbKind::Sqlite);
-    options.edge_settings = unlimited;
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(unlimited);
     let stack = TestStack::start_with(options).await.expect("start stack");
     let alice = stack.user("alice").await.expect("alice");
     let client = TestClient::connect_ws(stack.url(), &alice.token).await.expect("connect");
@@ -60,8 +59,7 @@ async fn back_to_back_join_then_send_pairs_run_in_order() {
 #[tokio::test]
 async fn events_emitted_in_the_connect_callback_are_never_lost() {
     const CLIENTS: usize = 200;
-    let mut options = StackOptions::new(DbKind::Sqlite);
-    options.edge_settings = unlimited;
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(unlimited);
     let stack = TestStack::start_with(options).await.expect("start stack");
     let user = stack.user("eager").await.expect("user");
     let mut clients = Vec::with_capacity(CLIENTS);
