@@ -87,6 +87,8 @@ pub struct Session {
     /// The socket's token, kept to call auth on the user's behalf
     /// (`LookupUsers`). Never logged (no `Debug`).
     token: String,
+    /// The socket, weakly (the socket owns the session, not the reverse).
+    pub(crate) socket: Weak<socketioxide::socket::Socket>,
     registry: Weak<Registry>,
     pub(crate) state: Mutex<SessionState>,
 }
@@ -100,7 +102,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A new session for `user` on socket `sid`.
     pub(crate) fn new(
-        sid: Sid,
+        socket: &Arc<socketioxide::socket::Socket>,
         user: VerifiedUser,
         user_id: UserId,
         token: String,
@@ -109,12 +111,13 @@ impl Session {
     ) -> Self {
         let public = PublicUser { id: user.id.clone(), email: user.email.clone() };
         Self {
-            sid,
+            sid: socket.id,
             user,
             user_id,
             public,
             connected_at_ms: sb_events::timestamp::now_ms(),
             token,
+            socket: Arc::downgrade(socket),
             registry: Arc::downgrade(registry),
             state: Mutex::new(SessionState {
                 rooms: BTreeMap::new(),

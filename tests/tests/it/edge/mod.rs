@@ -5,5 +5,6 @@ mod auth;
 mod delivery;
 mod events;
 mod http;
+mod lifecycle;
 mod ordering;
 mod without_auth;
