@@ -352,10 +352,11 @@ impl TestClient {
     }
 
     /// Waits until the server closed the connection (a DISCONNECT or the
-    /// transport going away).
-    pub async fn closed(&self) -> anyhow::Result<()> {
+    /// transport going away) and says which.
+    pub async fn closed(&self) -> anyhow::Result<String> {
         match self.next_matching(WAIT, |item| matches!(item, Incoming::Closed | Incoming::TransportError(_))).await {
-            Some(_) => Ok(()),
+            Some(Incoming::TransportError(error)) => Ok(format!("transport error: {error}")),
+            Some(_) => Ok("disconnected".to_owned()),
             None => bail!("the connection was not closed within {WAIT:?}"),
         }
     }
