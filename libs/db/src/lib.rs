@@ -17,6 +17,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 pub use sqlx::{Any, AnyPool};
 
+/// A pooled connection idle at least this long is pinged before reuse.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Which database engine a pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -79,8 +82,23 @@ impl Db {
             _ => url.to_owned(),
         };
         let options: AnyConnectOptions = url.parse().map_err(|source| DbError::Connect { backend, source })?;
-        let mut pool_options =
-            AnyPoolOptions::new().max_connections(args.max_connections.max(1)).acquire_timeout(Duration::from_secs(10));
+        // sqlx pings every connection it hands out by default: one extra round
+        // trip (PostgreSQL) or worker-thread hop (SQLite) per query. Ping only
+        // connections that sat idle long enough to have been cut (database
+        // restart, proxy timeout); a failed ping drops that connection.
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(args.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_IF_IDLE_FOR {
+                        return Ok(true);
+                    }
+                    use sqlx::Connection as _;
+                    Ok(connection.ping().await.is_ok())
+                })
+            });
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|connection, _meta| {
                 Box::pin(async move {

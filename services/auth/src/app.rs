@@ -215,6 +215,8 @@ impl App {
                 }
                 readiness.set_not_ready();
                 health_reporter.set_not_serving::<AuthServiceServer<AuthGrpc>>().await;
+                // "" is the whole server: what a Kubernetes gRPC probe without a service name asks.
+                health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 token.cancel();
             }
         };
