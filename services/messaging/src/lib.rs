@@ -61,8 +61,8 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] sb_db::DbError),
     /// The request subjects could not be subscribed.
-    #[error("subscribe to messaging requests: {0}")]
-    Subscribe(#[from] async_nats::SubscribeError),
+    #[error(transparent)]
+    Requests(#[from] requests::RequestsError),
     /// A listener could not be bound.
     #[error("bind {what} on {addr}: {source}")]
     Bind {

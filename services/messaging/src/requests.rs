@@ -24,6 +24,17 @@ use crate::metrics::{Metrics, OutcomeLabel};
 use crate::query::{self, QueryError};
 use crate::store::{HistoryScopeKey, Store};
 
+/// Why the request subjects could not be subscribed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestsError {
+    /// The subscription was refused.
+    #[error("subscribe to messaging requests: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    /// The server did not confirm it has the subscriptions.
+    #[error("confirm request subscriptions with the server: {0}")]
+    Confirm(String),
+}
+
 /// Answers the edge's history and pending-claim requests.
 #[derive(Debug, Clone)]
 pub struct Requests {
@@ -45,10 +56,11 @@ pub struct RequestSubscriptions {
 
 impl Requests {
     /// Subscribes to both request subjects in the `messaging` queue group.
-    pub async fn subscribe(&self) -> Result<RequestSubscriptions, async_nats::SubscribeError> {
+    pub async fn subscribe(&self) -> Result<RequestSubscriptions, RequestsError> {
         let group = sb_events::MESSAGING_CONSUMER.to_owned();
         let history = self.bus.client.queue_subscribe(self.bus.subjects.messaging_history(), group.clone()).await?;
         let pending = self.bus.client.queue_subscribe(self.bus.subjects.messaging_pending(), group).await?;
+        confirm_with_server(&self.bus).await?;
         Ok(RequestSubscriptions { history, pending })
     }
 
@@ -152,6 +164,22 @@ impl RequestKind {
             Self::History => "messaging.history",
             Self::Pending => "messaging.pending",
         }
+    }
+}
+
+/// Waits until the server has processed everything this connection sent so
+/// far. A flush only writes to the socket; but the server handles one
+/// connection's input in order, so once a probe published now comes back to
+/// our own subscription, the subscriptions sent before it are in place and a
+/// request sent right after `App::build` finds a responder.
+async fn confirm_with_server(bus: &Bus) -> Result<(), RequestsError> {
+    let probe = bus.client.new_inbox();
+    let mut echo = bus.client.subscribe(probe.clone()).await?;
+    bus.publish_bytes(probe, bytes::Bytes::new()).await.map_err(|error| RequestsError::Confirm(error.to_string()))?;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(RequestsError::Confirm("the probe subscription closed".to_owned())),
+        Err(_) => Err(RequestsError::Confirm("no echo from the server within 10 s".to_owned())),
     }
 }
 
