@@ -140,6 +140,8 @@ pub struct PresenceReplica {
     pub replica: Arc<Replica>,
     /// Its gRPC address.
     pub grpc_addr: SocketAddr,
+    /// Its `/metrics`, `/healthz`, `/readyz` address.
+    pub metrics_addr: SocketAddr,
     runtime: CrashableRuntime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -155,7 +157,7 @@ impl PresenceReplica {
     pub async fn start(config: sb_presence::Config) -> anyhow::Result<Self> {
         let runtime = CrashableRuntime::new("presence")?;
         let app = runtime.run(sb_presence::App::build(config)).await?.context("build presence")?;
-        let (replica, grpc_addr) = (app.replica(), app.grpc_addr());
+        let (replica, grpc_addr, metrics_addr) = (app.replica(), app.grpc_addr(), app.metrics_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (finished, done) = tokio::sync::oneshot::channel::<()>();
         runtime.spawn(async move {
@@ -169,7 +171,7 @@ impl PresenceReplica {
             }
             let _ = finished.send(());
         });
-        let started = Self { replica, grpc_addr, runtime, stop: Some(stop), done: Some(done) };
+        let started = Self { replica, grpc_addr, metrics_addr, runtime, stop: Some(stop), done: Some(done) };
         let replica = started.replica.clone();
         crate::wait_until("presence replica caught up", Duration::from_secs(30), || {
             let replica = replica.clone();
@@ -241,11 +243,24 @@ fn record(seen: &Mutex<Vec<Seen>>, delivery: &Delivery) {
 impl Watcher {
     /// Subscribes on a connection of its own and waits until the subscriptions are live.
     pub async fn start(nats_url: &str, rooms: &[&str]) -> anyhow::Result<Self> {
+        Self::start_for(nats_url, rooms, &[]).await
+    }
+
+    /// As [`Self::start`], also recording what is delivered to `users`
+    /// (`deliver.user.<id>`, where `PRESENCE_SCOPE=rooms` sends presence);
+    /// such events get `room: Some("@<user>")`, the user they were sent to.
+    pub async fn start_for(nats_url: &str, rooms: &[&str], users: &[&str]) -> anyhow::Result<Self> {
         let bus = Bus::connect(nats_url, "sb", "presence-watcher").await?;
         let presence_subject = bus.subjects.deliver_presence();
         let mut subscriptions = vec![bus.client.subscribe(presence_subject.clone()).await?];
         for room in rooms {
             subscriptions.push(bus.client.subscribe(bus.subjects.deliver_room(&RoomName::parse(*room)?)).await?);
+        }
+        let mut user_subjects = std::collections::HashMap::new();
+        for user in users {
+            let subject = bus.subjects.deliver_user(&sb_events::UserId::parse(*user)?);
+            user_subjects.insert(subject.clone(), format!("@{user}"));
+            subscriptions.push(bus.client.subscribe(subject).await?);
         }
         bus.client.flush().await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -263,6 +278,11 @@ impl Watcher {
                         }
                     } else if let Ok(delivery) = serde_json::from_slice::<Delivery>(&message.payload) {
                         record(&seen, &delivery);
+                        if let Some(to) = user_subjects.get(message.subject.as_str())
+                            && let Some(last) = seen.lock().last_mut()
+                        {
+                            last.room = Some(to.clone());
+                        }
                     }
                 }
             }

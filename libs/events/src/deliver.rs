@@ -38,14 +38,14 @@ impl Delivery {
 
 /// Several deliveries in one NATS message (`<p>.deliver.presence`).
 ///
-/// Edge contract: every edge subscribes to `<p>.deliver.presence` for as long
-/// as it has sockets, and emits each delivery, in order, as its own Socket.IO
-/// event to every local socket (honouring `except_user` / `except_socket`).
-/// Presence already cancelled changes that undid each other within the
-/// window (a user who came and went is never announced). An edge may bound
-/// the presence events per socket (see `sb_presence_client::PresenceFanout`):
-/// sockets that fall too far behind skip the oldest changes and are counted,
-/// so a connect storm never stalls connects or other traffic.
+/// Edge contract: every edge subscribes to `<p>.deliver.presence` and emits
+/// each delivery, in order, as its own Socket.IO event to every local socket
+/// (honouring `except_user` / `except_socket`). Presence already cancelled
+/// changes that undid each other within the window (a user who came and
+/// went is never announced), so one message carries a whole window. What an
+/// edge queues per socket is bounded (its per-socket buffer): a socket that
+/// cannot keep up during a connect storm loses presence events, counted,
+/// instead of slowing the edge or the other sockets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryBatch {
     /// The deliveries, oldest first.

@@ -396,7 +396,6 @@ impl Pipeline {
             Command::Report { kind, at_ms, stored } => self.number(kind, at_ms, stored),
             Command::Snapshot { request_id, done } => {
                 let sessions = self.source.sessions();
-                self.sockets = sessions.iter().map(|session| session.socket.clone()).collect();
                 let count = sessions.len() as u64;
                 let at_ms = now_ms();
                 let mut parts: Vec<Vec<SessionState>> =
@@ -405,7 +404,16 @@ impl Pipeline {
                     parts.push(Vec::new());
                 }
                 let last_part = parts.len() - 1;
+                // Presence replaces the edge's sessions only at the last
+                // part, so the heartbeat's count changes with it too.
+                let snapshot_sockets: HashSet<String> = sessions.iter().map(|session| session.socket.clone()).collect();
+                let mut snapshot_sockets = Some(snapshot_sockets);
                 for (part, sessions) in parts.into_iter().enumerate() {
+                    if part == last_part
+                        && let Some(sockets) = snapshot_sockets.take()
+                    {
+                        self.sockets = sockets;
+                    }
                     let kind = PresenceEventKind::Snapshot {
                         snapshot: request_id.clone(),
                         part: u32::try_from(part).unwrap_or(u32::MAX),

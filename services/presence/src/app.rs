@@ -97,6 +97,9 @@ impl App {
         // Caught up once the last message stored at start-up is applied (an
         // empty stream, e.g. purged or expired, has nothing to wait for).
         let stream_last_seq = if stream_state.messages == 0 { 0 } else { stream_state.last_sequence };
+        crate::lease::drop_stale_lease(&bus, stream_state.last_sequence)
+            .await
+            .map_err(|error| Error::Streams(error.to_string()))?;
 
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| Error::Bind {
             what: "gRPC",

@@ -27,8 +27,9 @@ pub struct Config {
     /// edges are asked for a fresh snapshot every third of this.
     #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = parse_duration, default_value = "1h")]
     pub stream_max_age: Duration,
-    /// Replicas of the presence and lease streams (1 for a single nats-server, 3 in a cluster).
-    #[arg(long, env = "PRESENCE_STREAM_REPLICAS", default_value_t = 1)]
+    /// Replicas of the presence and lease streams (1 for a single nats-server,
+    /// 3 in a cluster); the same setting as the other services'.
+    #[arg(long = "jetstream-replicas", env = "JETSTREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// Transitions are coalesced over this window before they are published
     /// (a user who came and went within it is never announced).

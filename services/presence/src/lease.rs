@@ -65,6 +65,28 @@ pub async fn ensure_lease_stream(bus: &Bus, replicas: usize) -> Result<(), async
     Ok(())
 }
 
+/// Forgets a lease record that claims more than the presence stream holds
+/// (the stream was deleted and created again, so its sequences restarted):
+/// keeping it would silence every transition up to its `emitted_through`.
+pub async fn drop_stale_lease(bus: &Bus, stream_last_seq: u64) -> Result<(), async_nats::Error> {
+    let stream = bus.jetstream.get_stream_no_info(bus.subjects.presence_lease_stream()).await?;
+    let message = match stream.get_last_raw_message_by_subject(&bus.subjects.presence_lease()).await {
+        Ok(message) => message,
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    let Ok(record) = serde_json::from_slice::<LeaseRecord>(&message.payload) else { return Ok(()) };
+    if record.emitted_through > stream_last_seq {
+        tracing::warn!(
+            emitted_through = record.emitted_through,
+            stream_last_seq,
+            "the presence stream was recreated; starting the emission lease afresh"
+        );
+        stream.purge().await?;
+    }
+    Ok(())
+}
+
 /// One replica's view of the lease.
 #[derive(Debug)]
 pub struct Lease {

@@ -408,3 +408,50 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Events that overtook each other (a NATS reconnect) or were stored
+    /// twice (a republish past the de-duplication window) end in the same
+    /// state as the stream in order.
+    #[test]
+    fn reordered_and_duplicated_events_end_in_the_same_state(
+        ops in prop::collection::vec(op(), 0..60),
+        swaps in prop::collection::vec(any::<bool>(), 80),
+        dups in prop::collection::vec(any::<bool>(), 80),
+    ) {
+        let (events, truth) = script(&ops);
+        let mut perturbed = events.clone();
+        let mut i = 0;
+        while i + 1 < perturbed.len() {
+            let (a, b) = (&perturbed[i], &perturbed[i + 1]);
+            if swaps[i % swaps.len()] && a.edge == b.edge && a.incarnation == b.incarnation {
+                perturbed.swap(i, i + 1);
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        let mut with_dups = Vec::new();
+        for (index, event) in perturbed.into_iter().enumerate() {
+            with_dups.push(event.clone());
+            if dups[index % dups.len()] {
+                with_dups.push(event);
+            }
+        }
+        let mut state = State::new(Scope::All);
+        let mut out = Vec::new();
+        for (index, event) in with_dups.into_iter().enumerate() {
+            state.apply(index as u64 + 1, event, &mut out);
+        }
+        let online: BTreeSet<String> = state.online_page(None, 100).0.into_iter().map(|u| u.id).collect();
+        prop_assert_eq!(online, online_truth(&truth));
+        for room in ["r0", "r1"] {
+            let members: BTreeSet<String> = state.room_page(room, None, 100).0.into_iter().map(|u| u.id).collect();
+            let expected: BTreeSet<String> = truth
+                .iter()
+                .flat_map(|edge| edge.values().filter(|(_, rooms)| rooms.contains(room)).map(|(u, _)| u.clone()))
+                .collect();
+            prop_assert_eq!(members, expected);
+        }
+    }
+}

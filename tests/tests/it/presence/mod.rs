@@ -2,5 +2,7 @@
 //! presence service (two replicas) fed by simulated edges running the real
 //! reporter.
 
+mod edges;
+mod grpc;
 mod reporter;
 mod service;

@@ -361,3 +361,84 @@ async fn replica_started_after_the_history_was_lost_rebuilds_from_snapshots() {
     let online: BTreeSet<String> = belief(&replica, &[]).0.into_iter().collect();
     assert_eq!(online.len(), 2);
 }
+
+async fn replicas_with_scope(
+    nats: &NatsServer,
+    scope: sb_presence::state::Scope,
+) -> (PresenceReplica, PresenceReplica) {
+    let mut config = replica_config(nats.url(), NO_AUTH);
+    config.scope = scope;
+    let first = PresenceReplica::start(config.clone()).await.expect("replica");
+    let second = PresenceReplica::start(config).await.expect("replica");
+    (first, second)
+}
+
+#[tokio::test]
+async fn scope_rooms_tells_only_users_sharing_a_room() {
+    let nats = NatsServer::start().await.expect("nats");
+    let (_first, _second) = replicas_with_scope(&nats, sb_presence::state::Scope::Rooms).await;
+    let watcher = Watcher::start_for(nats.url(), &["r"], &["bob", "carol"]).await.expect("watcher");
+    let edge = SimEdge::start(nats.url(), "edge-a", HEARTBEAT).await.expect("edge");
+    for name in ["alice", "bob", "carol"] {
+        edge.connect(name, &user(name));
+    }
+    edge.join("alice", "r").await.expect("join");
+    edge.join("bob", "r").await.expect("join");
+    watcher.wait_for("user_joined", "bob", WAIT).await;
+    edge.disconnect("alice");
+    watcher.wait_for("user_offline", "alice", WAIT).await;
+    edge.join("carol", "r").await.expect("barrier join");
+    watcher.wait_for("user_joined", "carol", WAIT).await;
+
+    let offline: Vec<Option<String>> =
+        watcher.seen().into_iter().filter(|s| s.event == "user_offline").map(|s| s.room).collect();
+    assert_eq!(offline, [Some("@bob".to_owned())], "only bob shared a room with alice");
+    assert_eq!(watcher.count("user_online", "alice") + watcher.count("user_online", "bob"), 0, "no broadcast");
+    assert_eq!(watcher.count("user_left", "alice"), 1);
+}
+
+#[tokio::test]
+async fn scope_none_announces_no_online_or_offline_but_still_room_changes() {
+    let nats = NatsServer::start().await.expect("nats");
+    let (_first, _second) = replicas_with_scope(&nats, sb_presence::state::Scope::None).await;
+    let watcher = Watcher::start_for(nats.url(), &["r"], &["bob"]).await.expect("watcher");
+    let edge = SimEdge::start(nats.url(), "edge-a", HEARTBEAT).await.expect("edge");
+    edge.connect("alice", &user("alice"));
+    edge.connect("bob", &user("bob"));
+    edge.join("alice", "r").await.expect("join");
+    edge.join("bob", "r").await.expect("join");
+    // (A join and a leave within one window cancel out: wait for the joins first.)
+    watcher.wait_for("user_joined", "bob", WAIT).await;
+    edge.disconnect("alice");
+    watcher.wait_for("user_left", "alice", WAIT).await;
+    edge.leave("bob", "r").expect("barrier leave");
+    watcher.wait_for("user_left", "bob", WAIT).await;
+    let presence: Vec<_> =
+        watcher.seen().into_iter().filter(|s| s.event == "user_online" || s.event == "user_offline").collect();
+    assert!(presence.is_empty(), "{presence:?}");
+    let queries = PresenceQueries::new(observer(&nats).await);
+    assert_eq!(queries.online_users(100, None).await.expect("online").count, 1, "presence itself still knows");
+}
+
+#[tokio::test]
+async fn a_recreated_presence_stream_does_not_silence_new_transitions() {
+    let nats = NatsServer::start().await.expect("nats");
+    let bus = observer(&nats).await;
+    let replica_one = replica(&nats).await;
+    let watcher = Watcher::start(nats.url(), &[]).await.expect("watcher");
+    let edge = SimEdge::start(nats.url(), "edge-a", HEARTBEAT).await.expect("edge");
+    for i in 0..20 {
+        edge.connect(&format!("s{i}"), &user(&format!("old{i}")));
+    }
+    watcher.wait_for("user_online", "old19", WAIT).await;
+    settle(&bus, &[&replica_one]).await;
+    replica_one.stop().await;
+    edge.reporter.shutdown().await.expect("edge stops");
+    bus.jetstream.delete_stream(bus.subjects.presence_stream()).await.expect("delete the presence stream");
+
+    // The lease record says 21+ sequences were published; the new stream starts at 1 again.
+    let _replica_two = replica(&nats).await;
+    let edge = SimEdge::start(nats.url(), "edge-b", HEARTBEAT).await.expect("edge");
+    edge.connect("n1", &user("newcomer"));
+    watcher.wait_for("user_online", "newcomer", WAIT).await;
+}
