@@ -91,6 +91,8 @@ enum Incoming {
     ConnectError(String),
     Event(String, Value),
     Closed,
+    /// A transport error (the connection is gone).
+    TransportError(String),
 }
 
 /// A Socket.IO client under test.
@@ -194,6 +196,8 @@ impl TestClient {
                             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
                             .unwrap_or_else(|| json.to_owned());
                         let _ = sender.send(Incoming::ConnectError(message));
+                    } else {
+                        let _ = sender.send(Incoming::TransportError(text));
                     }
                     async {}.boxed()
                 }
@@ -347,10 +351,12 @@ impl TestClient {
         }
     }
 
-    /// Waits until the server closed the connection.
-    pub async fn closed(&self) -> anyhow::Result<()> {
-        match self.next_matching(WAIT, |item| matches!(item, Incoming::Closed)).await {
-            Some(_) => Ok(()),
+    /// Waits until the server closed the connection (a DISCONNECT or the
+    /// transport going away) and says which.
+    pub async fn closed(&self) -> anyhow::Result<String> {
+        match self.next_matching(WAIT, |item| matches!(item, Incoming::Closed | Incoming::TransportError(_))).await {
+            Some(Incoming::TransportError(error)) => Ok(format!("transport error: {error}")),
+            Some(_) => Ok("disconnected".to_owned()),
             None => bail!("the connection was not closed within {WAIT:?}"),
         }
     }

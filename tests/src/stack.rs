@@ -3,10 +3,12 @@
 //! PostgreSQL or SQLite. Tests get users with tokens from it; the `stack`
 //! binary runs it for the end-to-end suite.
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use sb_proto::auth::v1 as pb;
 
-use crate::auth::{AuthHandle, spawn_auth};
+use crate::auth::{AuthHandle, auth_config, spawn_auth_with};
 use crate::edge::{EdgeHandle, edge_config, spawn_edge};
 use crate::messaging::{RunningMessaging, messaging_config, spawn_messaging};
 use crate::presence::{PresenceReplica, replica_config};
@@ -21,13 +23,23 @@ pub struct StackOptions {
     pub edges: usize,
     /// Applied to every edge's settings before it starts (after the
     /// addresses are filled in).
-    pub edge_settings: fn(&mut sb_edge::Config),
+    pub edge_settings: Arc<dyn Fn(&mut sb_edge::Config) + Send + Sync>,
+    /// Applied to the presence replica's settings.
+    pub presence_settings: Arc<dyn Fn(&mut sb_presence::Config) + Send + Sync>,
+    /// Auth's `JWT_SECRET`; random when `None`.
+    pub jwt_secret: Option<String>,
 }
 
 impl StackOptions {
     /// One edge with default settings on `db`.
     pub fn new(db: DbKind) -> Self {
-        Self { db, edges: 1, edge_settings: |_| {} }
+        Self { db, edges: 1, edge_settings: Arc::new(|_| {}), presence_settings: Arc::new(|_| {}), jwt_secret: None }
+    }
+
+    /// Sets how every edge is configured.
+    pub fn edges_with(mut self, settings: impl Fn(&mut sb_edge::Config) + Send + Sync + 'static) -> Self {
+        self.edge_settings = Arc::new(settings);
+        self
     }
 }
 
@@ -52,8 +64,7 @@ pub struct TestStack {
     pub presence: PresenceReplica,
     /// Auth.
     pub auth: AuthHandle,
-    /// The NATS server (kill it to test outages).
-    pub nats: NatsServer,
+    nats: Option<NatsServer>,
     _auth_db: TestDatabase,
     _messaging_db: TestDatabase,
 }
@@ -69,9 +80,12 @@ impl TestStack {
         let nats = NatsServer::start().await.context("start nats-server")?;
         let auth_db = TestDatabase::create(options.db).await.context("create the auth database")?;
         let messaging_db = TestDatabase::create(options.db).await.context("create the messaging database")?;
-        let auth = spawn_auth(&auth_db, nats.url()).await.context("start auth")?;
-        let presence =
-            PresenceReplica::start(replica_config(nats.url(), &auth.uri())).await.context("start presence")?;
+        let secret =
+            options.jwt_secret.clone().unwrap_or_else(|| format!("test-secret-{}", uuid::Uuid::now_v7().simple()));
+        let auth = spawn_auth_with(auth_config(&auth_db.url, nats.url(), Some(&secret))).await.context("start auth")?;
+        let mut presence_config = replica_config(nats.url(), &auth.uri());
+        (options.presence_settings)(&mut presence_config);
+        let presence = PresenceReplica::start(presence_config).await.context("start presence")?;
         let mut messaging_settings = messaging_config(nats.url(), &messaging_db.url);
         messaging_settings.auth_addr = auth.uri();
         let messaging = spawn_messaging(messaging_settings).await.context("start messaging")?;
@@ -81,7 +95,27 @@ impl TestStack {
             (options.edge_settings)(&mut config);
             edges.push(spawn_edge(config).await.context("start an edge")?);
         }
-        Ok(Self { edges, messaging, presence, auth, nats, _auth_db: auth_db, _messaging_db: messaging_db })
+        Ok(Self { edges, messaging, presence, auth, nats: Some(nats), _auth_db: auth_db, _messaging_db: messaging_db })
+    }
+
+    /// Kills the nats-server (SIGKILL), keeping its store for [`Self::restart_nats`].
+    pub fn kill_nats(&mut self) {
+        if let Some(nats) = self.nats.as_mut() {
+            nats.kill();
+        }
+    }
+
+    /// Starts the nats-server again on the same port and store.
+    pub async fn restart_nats(&mut self) -> anyhow::Result<()> {
+        if let Some(nats) = self.nats.take() {
+            self.nats = Some(nats.restart().await?);
+        }
+        Ok(())
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> &str {
+        self.nats.as_ref().map_or("", NatsServer::url)
     }
 
     /// The first edge's URL.

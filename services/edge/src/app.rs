@@ -145,8 +145,11 @@ impl App {
         });
         crate::control::watch_access(ctx.clone(), background.clone()).await?;
 
-        let handler_ctx = ctx.clone();
-        let middleware_ctx = ctx.clone();
+        // The namespace (inside `io`, which the context holds) keeps its
+        // handlers; they hold the context weakly so the two do not keep
+        // each other alive after the edge stopped.
+        let handler_ctx = Arc::downgrade(&ctx);
+        let middleware_ctx = Arc::downgrade(&ctx);
         let on_connect = move |socket: SocketArc| connect::connected(handler_ctx.clone(), socket);
         let middleware = move |socket: SocketArc, auth: socketioxide::extract::TryData<serde_json::Value>| {
             connect::authenticate(middleware_ctx.clone(), socket, auth)
@@ -222,9 +225,12 @@ impl App {
         probe.abort();
         readiness.set_not_ready();
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        // Closing the transports (not a Socket.IO DISCONNECT) lets clients
+        // reconnect, to another edge behind the same address.
         if tokio::time::timeout_at(deadline, ctx.io.close()).await.is_err() {
             tracing::warn!("closing sockets took too long; going on");
         }
+        crate::queue::close_all(&ctx);
         // Let the sockets' close steps run (they tell presence), bounded.
         while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

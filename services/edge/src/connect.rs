@@ -23,7 +23,7 @@
 //! never told. The connect handler then only starts the socket's queue,
 //! whose first step reports the session to presence (see [`crate::queue`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use axum::extract::Query;
 use http::header::AUTHORIZATION;
@@ -98,10 +98,13 @@ pub fn find_token(auth: Option<&Value>, parts: &http::request::Parts) -> FoundTo
 
 /// The connect middleware (see the module docs).
 pub(crate) async fn authenticate(
-    ctx: Arc<EdgeCtx>,
+    ctx: Weak<EdgeCtx>,
     SocketArc(socket): SocketArc,
     TryData(auth): TryData<Value>,
 ) -> Result<(), ConnectRefusal> {
+    let Some(ctx) = ctx.upgrade() else {
+        return Err(ConnectRefusal::Unavailable);
+    };
     let result = authenticate_inner(&ctx, &socket, auth.ok()).await;
     if let Err(refusal) = &result {
         ctx.metrics
@@ -133,7 +136,7 @@ async fn authenticate_inner(
     let user_id =
         UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
     let bucket = TokenBucket::new(ctx.rate_per_sec, ctx.rate_burst, std::time::Instant::now());
-    let session = Arc::new(Session::new(socket.id, user, user_id, token, bucket, &ctx.registry));
+    let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry));
     ctx.registry.insert(&session).map_err(|reason| ConnectRefusal::Token(reason_text(reason)))?;
 
     let socket_ref = socketioxide::extract::SocketRef::from(socket.clone());
@@ -163,7 +166,10 @@ fn reason_text(reason: crate::session::RefusedAccess) -> &'static str {
 
 /// The connect handler: runs once the client has its CONNECT and starts the
 /// socket's queue (whose first step is the connect step).
-pub(crate) async fn connected(ctx: Arc<EdgeCtx>, SocketArc(socket): SocketArc) {
+pub(crate) async fn connected(ctx: Weak<EdgeCtx>, SocketArc(socket): SocketArc) {
+    let Some(ctx) = ctx.upgrade() else {
+        return;
+    };
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         tracing::error!(sid = %socket.id, "a connected socket has no session");
         return;

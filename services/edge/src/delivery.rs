@@ -374,20 +374,31 @@ async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Messa
     .await
 }
 
+/// Every socket of the default namespace, or `None` once the server closed
+/// (after `io.close()` the namespace is gone and `io.to(..)` would panic).
+pub(crate) fn root(io: &SocketIo) -> Option<BroadcastOperators> {
+    io.of("/")
+}
+
+/// The local socket `sid`, if it is still connected.
+pub(crate) fn local_socket(io: &SocketIo, sid: Sid) -> Option<socketioxide::extract::SocketRef> {
+    root(io)?.get_socket(sid)
+}
+
 /// Emits `delivery` once to the local sockets of `target`.
 async fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
-    let except_socket = delivery
-        .except_socket
-        .as_deref()
-        .and_then(|sid| sid.parse::<Sid>().ok())
-        .and_then(|sid| inner.io.get_socket(sid));
+    let Some(all) = root(&inner.io) else {
+        return;
+    };
+    let except_socket =
+        delivery.except_socket.as_deref().and_then(|sid| sid.parse::<Sid>().ok()).and_then(|sid| all.get_socket(sid));
     let mut operators: BroadcastOperators = match (target, except_socket) {
         (Target::Room(room), Some(socket)) => socket.to(room_key(room)),
-        (Target::Room(room), None) => inner.io.to(room_key(room)),
+        (Target::Room(room), None) => all.to(room_key(room)),
         (Target::User(user), Some(socket)) => socket.to(user_key(user)).except(CLAIMING_ROOM),
-        (Target::User(user), None) => inner.io.to(user_key(user)).except(CLAIMING_ROOM),
+        (Target::User(user), None) => all.to(user_key(user)).except(CLAIMING_ROOM),
         (Target::All | Target::PresenceBatch, Some(socket)) => socket.broadcast(),
-        (Target::All | Target::PresenceBatch, None) => inner.io.broadcast(),
+        (Target::All | Target::PresenceBatch, None) => all,
     };
     if let Some(user) = delivery.except_user.as_deref() {
         operators = operators.except(format!("user:{user}"));
@@ -424,7 +435,7 @@ fn handle_command(inner: &Inner, entry: &Entry, command: Command) {
     match command {
         Command::FinishClaim { sid, pending, done } => {
             let buffered = entry.claiming.lock().remove(&sid).map(|buffer| buffer.deliveries).unwrap_or_default();
-            if let Some(socket) = inner.io.get_socket(sid) {
+            if let Some(socket) = local_socket(&inner.io, sid) {
                 let user = match &entry.target {
                     Target::User(user) => Some(user.as_str()),
                     _ => None,

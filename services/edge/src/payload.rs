@@ -309,4 +309,17 @@ mod tests {
             "get_online_users payload must be an object like {limit, cursor} or nothing"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_never_panic_and_keep_the_name(name in "\\PC{0,20}", text in "\\PC{0,40}") {
+            let frame = serde_json::to_string(&json!([name, {"room": text, "message": text}])).unwrap();
+            let parsed = parse_frame(&frame).unwrap();
+            proptest::prop_assert_eq!(&parsed.name, &name);
+            let room = room_request("join_room", parsed.arg.as_ref());
+            proptest::prop_assert_eq!(room.is_ok(), RoomName::parse(text.clone()).is_ok());
+            let _ = send_message(parsed.arg.as_ref(), LIMITS);
+            let _ = parse_frame(&text);
+        }
+    }
 }

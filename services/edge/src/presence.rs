@@ -119,7 +119,7 @@ impl SessionSource for EdgeSessions {
 /// deliveries even if its buffer is full; a disconnect refused by a full
 /// buffer is retried for a second.
 pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, session: &Session, reason: &str) {
-    let Some(socket) = io.get_socket(session.sid) else {
+    let Some(socket) = crate::delivery::local_socket(io, session.sid) else {
         return;
     };
     socket.leave_all();
@@ -132,7 +132,7 @@ pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, sessio
     tokio::spawn(async move {
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            match io.get_socket(sid) {
+            match crate::delivery::local_socket(&io, sid) {
                 Some(socket) if socket.clone().disconnect().is_err() => continue,
                 _ => return,
             }

@@ -120,6 +120,20 @@ pub(crate) fn enqueue_close(ctx: &Arc<EdgeCtx>, session: &Arc<Session>, socket: 
     }
 }
 
+/// Queues the close step of every session (at shutdown: `io.close()`
+/// closes the transports without running the disconnect handlers).
+pub(crate) fn close_all(ctx: &Arc<EdgeCtx>) {
+    for session in ctx.registry.all() {
+        let Some(socket) = session.socket.upgrade() else {
+            continue;
+        };
+        // Start the queue even if the connect handler never ran: its open
+        // step then runs first and the close step last.
+        session.state.lock().started = true;
+        enqueue_close(ctx, &session, socket);
+    }
+}
+
 /// Starts handling the socket's queue (from the connect handler, once the
 /// client has its CONNECT): first the connect step, then whatever queued up.
 pub(crate) fn start(ctx: &Arc<EdgeCtx>, session: &Arc<Session>, socket: Arc<Socket>) {

@@ -87,6 +87,8 @@ pub struct Session {
     /// The socket's token, kept to call auth on the user's behalf
     /// (`LookupUsers`). Never logged (no `Debug`).
     token: String,
+    /// The socket, weakly (the socket owns the session, not the reverse).
+    pub(crate) socket: Weak<socketioxide::socket::Socket>,
     registry: Weak<Registry>,
     pub(crate) state: Mutex<SessionState>,
 }
@@ -100,7 +102,7 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A new session for `user` on socket `sid`.
     pub(crate) fn new(
-        sid: Sid,
+        socket: &Arc<socketioxide::socket::Socket>,
         user: VerifiedUser,
         user_id: UserId,
         token: String,
@@ -109,12 +111,13 @@ impl Session {
     ) -> Self {
         let public = PublicUser { id: user.id.clone(), email: user.email.clone() };
         Self {
-            sid,
+            sid: socket.id,
             user,
             user_id,
             public,
             connected_at_ms: sb_events::timestamp::now_ms(),
             token,
+            socket: Arc::downgrade(socket),
             registry: Arc::downgrade(registry),
             state: Mutex::new(SessionState {
                 rooms: BTreeMap::new(),
@@ -228,8 +231,9 @@ impl Registry {
         let now = Instant::now();
         let mut state = self.state.lock();
         state.revocations.retain(|_, revocation| now.duration_since(revocation.at) < REVOCATION_MEMORY);
-        let revocation = Revocation { token_version: change.token_version, disabled: change.disabled, at: now };
-        state
+        let fresh = Revocation { token_version: change.token_version, disabled: change.disabled, at: now };
+        // Versions only grow: an older change arriving late never lowers the bar.
+        let revocation = *state
             .revocations
             .entry(change.user_id.clone())
             .and_modify(|known| {
@@ -237,12 +241,17 @@ impl Registry {
                 known.disabled = change.disabled;
                 known.at = now;
             })
-            .or_insert(revocation);
-        let Some(sockets) = state.by_user.get(&change.user_id) else {
-            return Vec::new();
-        };
+            .or_insert(fresh);
+        let sessions: Vec<Arc<Session>> = state
+            .by_user
+            .get(&change.user_id)
+            .map(|sockets| sockets.values().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default();
+        // A session dropped here could be the last reference, and its Drop
+        // takes this lock: release it first.
+        drop(state);
         let mut refused = Vec::new();
-        for session in sockets.values().filter_map(Weak::upgrade) {
+        for session in sessions {
             if let Some(reason) = refusal(&revocation, session.user.token_version) {
                 session.state.lock().access = Access::Refused(reason);
                 refused.push((session, reason));
@@ -285,5 +294,23 @@ fn refusal(revocation: &Revocation, token_version: i64) -> Option<RefusedAccess>
         Some(RefusedAccess::Revoked)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_rules() {
+        let at = Instant::now();
+        let revoked = Revocation { token_version: 3, disabled: false, at };
+        assert_eq!(refusal(&revoked, 2), Some(RefusedAccess::Revoked));
+        assert_eq!(refusal(&revoked, 3), None);
+        assert_eq!(refusal(&revoked, 4), None);
+        let disabled = Revocation { token_version: 0, disabled: true, at };
+        assert_eq!(refusal(&disabled, 9), Some(RefusedAccess::Disabled));
+        assert_eq!(RefusedAccess::Revoked.client_error().to_string(), "token revoked");
+        assert_eq!(RefusedAccess::Disabled.client_error().to_string(), "user disabled");
     }
 }

@@ -239,11 +239,10 @@ async fn wildcard_room_names_get_only_their_own_traffic() {
 
 #[tokio::test]
 async fn a_flooding_socket_is_rate_limited_and_others_carry_on() {
-    let mut options = StackOptions::new(DbKind::Sqlite);
-    options.edge_settings = |config| {
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| {
         config.rate_limit_per_sec = 5.0;
         config.rate_limit_burst = 5;
-    };
+    });
     let stack = TestStack::start_with(options).await.expect("start stack");
     let flooder = stack.user("flooder").await.expect("flooder");
     let calm = stack.user("calm").await.expect("calm");

@@ -2,5 +2,9 @@
 //! presence and messaging services (`sb_tests::stack::TestStack`).
 
 mod auth;
+mod delivery;
 mod events;
+mod http;
+mod lifecycle;
+mod ordering;
 mod without_auth;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 async fn stack_with_two_edges_and_two_replicas() -> (TestStack, PresenceReplica) {
     let stack =
         TestStack::start_with(StackOptions { edges: 2, ..StackOptions::new(DbKind::Sqlite) }).await.expect("stack");
-    let second = PresenceReplica::start(replica_config(stack.nats.url(), &stack.auth.uri()))
+    let second = PresenceReplica::start(replica_config(stack.nats_url(), &stack.auth.uri()))
         .await
         .expect("second presence replica");
     (stack, second)
@@ -125,7 +125,7 @@ async fn killed_edge_has_its_users_offline_and_out_of_their_rooms_within_15_seco
 
     // A third edge on a runtime of its own, so it can die like kill -9.
     let runtime = CrashableRuntime::new("doomed-edge").expect("runtime");
-    let config = edge_config(stack.nats.url(), &stack.auth.uri());
+    let config = edge_config(stack.nats_url(), &stack.auth.uri());
     let app = runtime.run(sb_edge::App::build(config)).await.expect("runtime").expect("build edge");
     let url = format!("http://{}", app.local_addr());
     runtime.spawn(app.run(std::future::pending::<()>()));

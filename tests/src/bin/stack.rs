@@ -1,0 +1,176 @@
+//! `stack`: the whole Switchboard stack in one process for end-to-end tests
+//! and local experiments: a private nats-server, auth, presence, messaging
+//! and `--edges N` edges on free loopback ports, against SQLite (default) or
+//! PostgreSQL (`TEST_DATABASE_URL`).
+//!
+//! It seeds the demo users `admin@example.com` (admin), `alice@example.com`
+//! and `bob@example.com` with password `DEMO_PASSWORD` (default
+//! `switchboard`), optionally the load-test users `u1..uN` of the bench's
+//! loadgen, prints **one JSON line** to stdout, and runs until stdin closes
+//! or it gets SIGTERM / ctrl-c. Logs go to stderr (`RUST_LOG`, default `warn`).
+//!
+//! ```text
+//! {"edges":["http://127.0.0.1:40001"],"auth":"http://127.0.0.1:40002","nats":"nats://127.0.0.1:40003",
+//!  "db":"sqlite","jwtSecret":"...","password":"switchboard",
+//!  "users":{"admin":{"id":"...","email":"admin@example.com","token":"..."},"alice":{...},"bob":{...}},
+//!  "tokens":{"admin":"...","alice":"...","bob":"..."}}
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use sb_proto::auth::v1 as pb;
+use sb_tests::DbKind;
+use sb_tests::stack::{StackOptions, TestStack};
+use serde_json::json;
+use tokio::io::AsyncReadExt as _;
+
+/// Command line of `stack`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "stack", about = "Run nats-server, auth, presence, messaging and N edges in one process")]
+struct Args {
+    /// How many edges.
+    #[arg(long, default_value_t = 1)]
+    edges: usize,
+    /// `sqlite` or `postgres` (a fresh database on the server at TEST_DATABASE_URL).
+    #[arg(long, default_value = "sqlite")]
+    db: String,
+    /// Auth's JWT secret (random when not given). The bench's loadgen mints with `dev-secret`.
+    #[arg(long, env = "JWT_SECRET")]
+    jwt_secret: Option<String>,
+    /// Password of the demo users.
+    #[arg(long, env = "DEMO_PASSWORD", default_value = "switchboard")]
+    demo_password: String,
+    /// Also create the loadgen's users `u1..uN` (`u<i>@example.com`, every 1000th an admin).
+    #[arg(long, default_value_t = 0)]
+    seed_load_users: u32,
+    /// Per-socket event rate of the edges (0 turns limiting off).
+    #[arg(long)]
+    rate_limit_per_sec: Option<f64>,
+    /// Per-socket burst of the edges.
+    #[arg(long)]
+    rate_limit_burst: Option<u32>,
+    /// Events one socket may have waiting.
+    #[arg(long)]
+    event_queue_limit: Option<usize>,
+    /// Longest message in bytes.
+    #[arg(long)]
+    message_max_bytes: Option<usize>,
+    /// Presence scope: `all`, `rooms` or `none`.
+    #[arg(long)]
+    presence_scope: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging();
+    let db = match args.db.as_str() {
+        "sqlite" => DbKind::Sqlite,
+        "postgres" | "postgresql" => DbKind::Postgres,
+        other => anyhow::bail!("--db must be sqlite or postgres, not {other:?}"),
+    };
+    let (rate, burst, queue, max_bytes) =
+        (args.rate_limit_per_sec, args.rate_limit_burst, args.event_queue_limit, args.message_max_bytes);
+    let mut options = StackOptions::new(db).edges_with(move |config| {
+        config.listen_addr = "127.0.0.1:0".parse().expect("literal address");
+        if let Some(rate) = rate {
+            config.rate_limit_per_sec = rate;
+        }
+        if let Some(burst) = burst {
+            config.rate_limit_burst = burst;
+        }
+        if let Some(queue) = queue {
+            config.event_queue_limit = queue;
+        }
+        if let Some(max_bytes) = max_bytes {
+            config.message_max_bytes = max_bytes;
+        }
+    });
+    options.edges = args.edges.max(1);
+    options.jwt_secret = args.jwt_secret.clone();
+    if let Some(scope) = args.presence_scope.clone() {
+        use clap::ValueEnum as _;
+        let scope = sb_presence::state::Scope::from_str(&scope, true)
+            .map_err(|_| anyhow::anyhow!("--presence-scope must be all, rooms or none"))?;
+        options.presence_settings = std::sync::Arc::new(move |config| config.scope = scope);
+    }
+
+    let stack = TestStack::start_with(options).await.context("start the stack")?;
+    let mut users = serde_json::Map::new();
+    let mut tokens = serde_json::Map::new();
+    for (name, role) in [("admin", pb::Role::Admin), ("alice", pb::Role::User), ("bob", pb::Role::User)] {
+        let (id, token) = demo_user(&stack, &format!("{name}@example.com"), &args.demo_password, role).await?;
+        users.insert(name.to_owned(), json!({ "id": id, "email": format!("{name}@example.com"), "token": token }));
+        tokens.insert(name.to_owned(), json!(token));
+    }
+    if args.seed_load_users > 0 {
+        let mut grpc = stack.auth.grpc().await?;
+        grpc.seed_users(stack.auth.as_admin(pb::SeedUsersRequest {
+            count: args.seed_load_users,
+            id_prefix: "u".to_owned(),
+            email_domain: "example.com".to_owned(),
+            admin_every: 1000,
+            password: String::new(),
+        }))
+        .await
+        .context("seed the load-test users")?;
+    }
+    let line = json!({
+        "edges": stack.edges.iter().map(|edge| edge.url.clone()).collect::<Vec<_>>(),
+        "auth": stack.auth.uri(),
+        "nats": stack.nats_url(),
+        "db": args.db,
+        "jwtSecret": stack.auth.secret,
+        "password": args.demo_password,
+        "users": users,
+        "tokens": tokens,
+    });
+    println!("{line}");
+
+    let stdin_closed = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 1024];
+        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        () = stdin_closed => eprintln!("stdin closed, stopping"),
+        () = sb_config::shutdown_signal() => {}
+    }
+    match tokio::time::timeout(Duration::from_secs(30), stack.stop()).await {
+        Ok(result) => result,
+        Err(_) => anyhow::bail!("the stack did not stop within 30 s"),
+    }
+}
+
+/// Creates a demo user (or finds it) and logs it in.
+async fn demo_user(stack: &TestStack, email: &str, password: &str, role: pb::Role) -> anyhow::Result<(String, String)> {
+    let mut grpc = stack.auth.grpc().await?;
+    let created = grpc
+        .create_user(stack.auth.as_admin(pb::CreateUserRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+            role: role as i32,
+            id: String::new(),
+        }))
+        .await;
+    if let Err(status) = created
+        && status.code() != tonic::Code::AlreadyExists
+    {
+        return Err(anyhow::anyhow!("create {email}: {status}"));
+    }
+    let login = grpc
+        .login(pb::LoginRequest { email: email.to_owned(), password: password.to_owned() })
+        .await
+        .with_context(|| format!("log {email} in"))?
+        .into_inner();
+    let id = login.user.map(|user| user.id).unwrap_or_default();
+    Ok((id, login.token))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
