@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end tests with the official socket.io-client (tests/e2e). Builds the stack launcher
-# (sb-tests' `sb-stack` binary: nats-server + the four services in-process on free ports), installs
+# (sb-tests' `stack` binary: nats-server + the four services in-process on free ports), installs
 # the pinned npm packages, and runs the suite with node's test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,8 +8,8 @@ command -v node >/dev/null || { echo "node (20+) is needed for the end-to-end te
 major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || { echo "node $major found; the end-to-end tests need Node.js 20 or newer" >&2; exit 1; }
 if ! ls tests/e2e/test/*.test.js >/dev/null 2>&1; then echo "no end-to-end tests yet"; exit 0; fi
-cargo build -p sb-tests --bin sb-stack
-export SB_STACK_BIN="$PWD/target/debug/sb-stack"
+cargo build -p sb-tests --bin stack
+export SB_STACK_BIN="$PWD/target/debug/stack"
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$(scripts/ensure-nats.sh)}"
 cd tests/e2e
 npm ci --no-audit --no-fund --loglevel=error

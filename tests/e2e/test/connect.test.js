@@ -71,7 +71,7 @@ test('default transports upgrade from polling to websocket', async () => {
 });
 
 test('connect_error names the reason', async (t) => {
-  const secret = stack.jwt_secret;
+  const secret = stack.jwtSecret;
   const a = alice();
   const cases = [
     ['no token at all', {}, 'token missing'],
@@ -94,7 +94,7 @@ test('a rejected connection leaves nothing behind (no user_online, not listed on
   const seen = [];
   watcher.on('user_online', (e) => seen.push(e.user.id));
   const ghost = await stack.command({ cmd: 'create_user', email: `ghost-${Date.now()}@example.com` });
-  const expired = mintToken(stack.jwt_secret, { sub: ghost.id, email: ghost.email, role: 'user', exp: Math.floor(Date.now() / 1000) - 5 });
+  const expired = mintToken(stack.jwtSecret, { sub: ghost.id, email: ghost.email, role: 'user', exp: Math.floor(Date.now() / 1000) - 5 });
   assert.equal(await connectError(url, { auth: { token: expired } }), 'token expired');
   const online = await emitAck(watcher, 'get_online_users');
   assert.ok(!online.users.some((u) => u.id === ghost.id));

@@ -9,6 +9,16 @@
 //! loadgen, prints **one JSON line** to stdout, and runs until stdin closes
 //! or it gets SIGTERM / ctrl-c. Logs go to stderr (`RUST_LOG`, default `warn`).
 //!
+//! While it runs, each JSON line on stdin is a command, answered by one JSON
+//! line on stdout (`{"error": "..."}` when it failed):
+//!
+//! | command | answer |
+//! |---|---|
+//! | `{"cmd":"create_user","email":"…","role":"user"\|"admin"}` | `{"id","email","token"}` |
+//! | `{"cmd":"revoke","user_id":"…"}` | `{"ok":true}` (RevokeTokens) |
+//! | `{"cmd":"disable","user_id":"…"}` | `{"ok":true}` (DisableUser) |
+//! | `{"cmd":"notify","user_id":"…"?,"title":"…"?,"message":"…"}` | `{"id"}` (messaging's Notify) |
+//!
 //! ```text
 //! {"edges":["http://127.0.0.1:40001"],"auth":"http://127.0.0.1:40002","nats":"nats://127.0.0.1:40003",
 //!  "db":"sqlite","jwtSecret":"...","password":"switchboard",
@@ -24,7 +34,7 @@ use sb_proto::auth::v1 as pb;
 use sb_tests::DbKind;
 use sb_tests::stack::{StackOptions, TestStack};
 use serde_json::json;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::AsyncBufReadExt as _;
 
 /// Command line of `stack`.
 #[derive(Debug, clap::Parser)]
@@ -130,9 +140,17 @@ async fn main() -> anyhow::Result<()> {
     println!("{line}");
 
     let stdin_closed = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buffer = [0u8; 1024];
-        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let answer = match run_command(&stack, &line).await {
+                Ok(answer) => answer,
+                Err(error) => json!({ "error": format!("{error:#}") }),
+            };
+            println!("{answer}");
+        }
     };
     tokio::select! {
         () = stdin_closed => eprintln!("stdin closed, stopping"),
@@ -173,4 +191,46 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs one stdin command (see the module docs).
+async fn run_command(stack: &TestStack, line: &str) -> anyhow::Result<serde_json::Value> {
+    let command: serde_json::Value = serde_json::from_str(line).context("a command is one JSON object per line")?;
+    let field = |name: &str| command[name].as_str().map(str::to_owned);
+    let required = |name: &str| field(name).with_context(|| format!("missing string field {name:?}"));
+    match command["cmd"].as_str().unwrap_or_default() {
+        "create_user" => {
+            let role = match field("role").as_deref() {
+                None | Some("user") => pb::Role::User,
+                Some("admin") => pb::Role::Admin,
+                Some(other) => anyhow::bail!("role must be user or admin, not {other:?}"),
+            };
+            let (user, token) = stack.auth.create_user(&required("email")?, role).await?;
+            Ok(json!({ "id": user.id, "email": user.email, "token": token }))
+        }
+        "revoke" => {
+            stack.revoke(&required("user_id")?).await?;
+            Ok(json!({ "ok": true }))
+        }
+        "disable" => {
+            stack.disable(&required("user_id")?).await?;
+            Ok(json!({ "ok": true }))
+        }
+        "notify" => {
+            use sb_proto::messaging::v1 as mpb;
+            let channel = tonic::transport::Endpoint::from_shared(stack.messaging.grpc_url())?.connect().await?;
+            let mut client = mpb::messaging_service_client::MessagingServiceClient::new(channel);
+            let reply = client
+                .notify(stack.auth.as_admin(mpb::NotifyRequest {
+                    user_id: field("user_id").unwrap_or_default(),
+                    title: field("title").unwrap_or_default(),
+                    message: required("message")?,
+                }))
+                .await
+                .context("notify")?
+                .into_inner();
+            Ok(json!({ "id": reply.id, "timestamp": reply.timestamp }))
+        }
+        other => anyhow::bail!("unknown command {other:?}: use create_user, revoke, disable or notify"),
+    }
 }

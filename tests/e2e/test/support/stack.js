@@ -1,4 +1,4 @@
-// Starts a whole Switchboard stack for a test file: the `sb-stack` launcher (built by
+// Starts a whole Switchboard stack for a test file: the `stack` launcher (built by
 // scripts/e2e.sh; SB_STACK_BIN) runs nats-server and the four services in-process on free
 // ports and prints one JSON line describing them. Stopping = closing its stdin (or SIGTERM).
 'use strict';
@@ -6,7 +6,7 @@ const { spawn } = require('node:child_process');
 const readline = require('node:readline');
 const crypto = require('node:crypto');
 
-const STACK_BIN = process.env.SB_STACK_BIN || `${__dirname}/../../../../target/debug/sb-stack`;
+const STACK_BIN = process.env.SB_STACK_BIN || `${__dirname}/../../../../target/debug/stack`;
 
 /** Starts a stack; `opts.edges` (default 1), `opts.db` ('sqlite' | 'postgres'), `opts.args` extra flags. */
 async function startStack(opts = {}) {
