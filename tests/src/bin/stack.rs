@@ -24,7 +24,7 @@ use sb_proto::auth::v1 as pb;
 use sb_tests::DbKind;
 use sb_tests::stack::{StackOptions, TestStack};
 use serde_json::json;
-use tokio::io::AsyncReadExt as _;
+use std::io::Read as _;
 
 /// Command line of `stack`.
 #[derive(Debug, clap::Parser)]
@@ -129,19 +129,27 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{line}");
 
-    let stdin_closed = async {
-        let mut stdin = tokio::io::stdin();
+    // A plain thread, not tokio's stdin: a blocked tokio stdin read would
+    // keep the runtime from shutting down.
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
         let mut buffer = [0u8; 1024];
-        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
-    };
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buffer), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
     tokio::select! {
-        () = stdin_closed => eprintln!("stdin closed, stopping"),
+        _ = stdin_closed => eprintln!("stdin closed, stopping"),
         () = sb_config::shutdown_signal() => {}
     }
-    match tokio::time::timeout(Duration::from_secs(30), stack.stop()).await {
+    let result = match tokio::time::timeout(Duration::from_secs(30), stack.stop()).await {
         Ok(result) => result,
-        Err(_) => anyhow::bail!("the stack did not stop within 30 s"),
+        Err(_) => Err(anyhow::anyhow!("the stack did not stop within 30 s")),
+    };
+    if let Err(error) = &result {
+        eprintln!("stopping the stack: {error:#}");
     }
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
 /// Creates a demo user (or finds it) and logs it in.
