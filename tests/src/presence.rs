@@ -91,14 +91,15 @@ impl SimEdge {
         }
     }
 
-    /// A socket of `user` connects.
-    pub fn connect(&self, socket: &str, user: &PublicUser) {
+    /// A socket of `user` connects; returns the handle on the stream
+    /// sequence of its `SessionOpened`.
+    pub fn connect(&self, socket: &str, user: &PublicUser) -> sb_presence_client::StoredSeq {
         let connected_at_ms = sb_events::timestamp::now_ms();
         self.table.sessions.lock().insert(
             socket.to_owned(),
             SessionState { socket: socket.to_owned(), user: user.clone(), connected_at_ms, rooms: Vec::new() },
         );
-        self.reporter.session_opened(socket, user.clone(), connected_at_ms);
+        self.reporter.session_opened(socket, user.clone(), connected_at_ms)
     }
 
     /// A socket disconnects.

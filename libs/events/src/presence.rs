@@ -165,6 +165,10 @@ pub enum PresenceQuery {
         /// From the previous page.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,
+        /// Presence stream sequence to wait for (the caller's own
+        /// `SessionOpened`, so the list includes the asking user).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
     },
     /// A room's members cluster-wide; answered with [`RoomMembers`]. With
     /// `after_seq`, presence first applies the presence stream up to that

@@ -36,8 +36,21 @@ impl PresenceQueries {
     /// [`DEFAULT_PAGE`]; larger than [`MAX_PAGE`] is clamped. `cursor` is the
     /// previous page's `cursor`.
     pub async fn online_users(&self, limit: u32, cursor: Option<String>) -> Result<OnlineUsers, QueryError> {
+        self.online_users_after(limit, cursor, None).await
+    }
+
+    /// As [`Self::online_users`], answered only once presence applied the
+    /// stream up to `after_seq` — pass the asking socket's
+    /// [`crate::StoredSeq`] from [`crate::Reporter::session_opened`] so the
+    /// list includes the caller even right after it connected.
+    pub async fn online_users_after(
+        &self,
+        limit: u32,
+        cursor: Option<String>,
+        after_seq: Option<u64>,
+    ) -> Result<OnlineUsers, QueryError> {
         let limit = if limit == 0 { DEFAULT_PAGE } else { limit.min(MAX_PAGE) };
-        let query = PresenceQuery::OnlineUsers { limit, cursor };
+        let query = PresenceQuery::OnlineUsers { limit, cursor, after_seq };
         Ok(self.bus.request(self.bus.subjects.presence_query(), &query).await?)
     }
 

@@ -41,7 +41,7 @@ use sb_events::presence::{
 use sb_events::rpc::{Reply, RpcError, RpcErrorCode};
 use sb_events::timestamp::now_ms;
 use sb_events::{EdgeId, RoomName};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long [`Reporter::start`] waits for the edge's `EdgeUp` to be stored.
@@ -145,8 +145,48 @@ struct Progress {
     sockets: u64,
 }
 
+/// The stream sequence of a reported event, once the stream stored it.
+/// Cheap to clone; keep it with the session and await it when a later
+/// question must see this event (e.g. `get_online_users` right after connect).
+#[derive(Debug, Clone)]
+pub struct StoredSeq(watch::Receiver<u64>);
+
+impl StoredSeq {
+    /// The presence stream sequence that stored the event, waiting until it
+    /// is stored (wrap it in a timeout if the caller cannot wait).
+    pub async fn wait(&self) -> Result<u64, ReporterError> {
+        let mut receiver = self.0.clone();
+        let seq = receiver.wait_for(|seq| *seq > 0).await.map_err(|_| ReporterError::Stopped)?;
+        Ok(*seq)
+    }
+
+    /// The sequence if it is stored already.
+    pub fn now(&self) -> Option<u64> {
+        Some(*self.0.borrow()).filter(|seq| *seq > 0)
+    }
+}
+
+/// Who waits for an event's stream sequence.
+enum Stored {
+    Once(oneshot::Sender<u64>),
+    Watch(watch::Sender<u64>),
+}
+
+impl Stored {
+    fn send(self, seq: u64) {
+        match self {
+            Self::Once(sender) => {
+                let _ = sender.send(seq);
+            }
+            Self::Watch(sender) => {
+                sender.send_replace(seq);
+            }
+        }
+    }
+}
+
 enum Command {
-    Report { kind: PresenceEventKind, at_ms: i64, stored: Option<oneshot::Sender<u64>> },
+    Report { kind: PresenceEventKind, at_ms: i64, stored: Option<Stored> },
     Snapshot { request_id: String, done: oneshot::Sender<u64> },
 }
 
@@ -204,7 +244,7 @@ impl Reporter {
             }),
         };
         let (stored, started) = oneshot::channel();
-        reporter.send(PresenceEventKind::EdgeUp, Some(stored));
+        reporter.send(PresenceEventKind::EdgeUp, Some(Stored::Once(stored)));
 
         let control = serve_control(
             bus.clone(),
@@ -241,9 +281,16 @@ impl Reporter {
         self.inner.progress.lock().last_seq
     }
 
-    /// Reports an authenticated socket. Returns at once.
-    pub fn session_opened(&self, socket: &str, user: PublicUser, connected_at_ms: i64) {
-        self.send(PresenceEventKind::SessionOpened { socket: socket.to_owned(), user, connected_at_ms }, None);
+    /// Reports an authenticated socket. Returns at once, with a handle on
+    /// the stream sequence that will store it (pass it as `after_seq` to
+    /// [`crate::PresenceQueries::online_users_after`]; ignoring it is fine).
+    pub fn session_opened(&self, socket: &str, user: PublicUser, connected_at_ms: i64) -> StoredSeq {
+        let (sender, receiver) = watch::channel(0);
+        self.send(
+            PresenceEventKind::SessionOpened { socket: socket.to_owned(), user, connected_at_ms },
+            Some(Stored::Watch(sender)),
+        );
+        StoredSeq(receiver)
     }
 
     /// Reports a disconnected socket (any reason). Returns at once.
@@ -260,7 +307,7 @@ impl Reporter {
         let (stored, receiver) = oneshot::channel();
         self.send(
             PresenceEventKind::RoomJoined { socket: socket.to_owned(), room: room.as_str().to_owned() },
-            Some(stored),
+            Some(Stored::Once(stored)),
         );
         receiver.await.map_err(|_| ReporterError::Stopped)
     }
@@ -275,7 +322,10 @@ impl Reporter {
     /// heartbeats and the control subscriptions. Later calls do nothing.
     pub async fn shutdown(&self) -> Result<(), ReporterError> {
         let (stored, receiver) = oneshot::channel();
-        self.send(PresenceEventKind::EdgeDown { incarnation: self.inner.incarnation.clone() }, Some(stored));
+        self.send(
+            PresenceEventKind::EdgeDown { incarnation: self.inner.incarnation.clone() },
+            Some(Stored::Once(stored)),
+        );
         self.inner.stopped.store(true, Ordering::Release);
         let result = match tokio::time::timeout(SHUTDOWN_TIMEOUT, receiver).await {
             Ok(Ok(_)) => Ok(()),
@@ -286,7 +336,7 @@ impl Reporter {
         result
     }
 
-    fn send(&self, kind: PresenceEventKind, stored: Option<oneshot::Sender<u64>>) {
+    fn send(&self, kind: PresenceEventKind, stored: Option<Stored>) {
         if self.inner.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -306,7 +356,7 @@ struct InFlight {
     payload: Bytes,
     /// The number of sockets once this event is applied.
     sockets_after: u64,
-    stored: Option<oneshot::Sender<u64>>,
+    stored: Option<Stored>,
     /// `None` until (re)published.
     ack: Option<AckFuture>,
 }
@@ -387,7 +437,7 @@ impl Pipeline {
         let Some(entry) = self.in_flight.pop_front() else { return };
         *self.progress.lock() = Progress { last_seq: entry.seq, sockets: entry.sockets_after };
         if let Some(stored) = entry.stored {
-            let _ = stored.send(ack.sequence);
+            stored.send(ack.sequence);
         }
     }
 
@@ -429,7 +479,7 @@ impl Pipeline {
     }
 
     /// Gives `kind` the next seq and queues it for publishing.
-    fn number(&mut self, kind: PresenceEventKind, at_ms: i64, stored: Option<oneshot::Sender<u64>>) {
+    fn number(&mut self, kind: PresenceEventKind, at_ms: i64, stored: Option<Stored>) {
         match &kind {
             PresenceEventKind::SessionOpened { socket, .. } => {
                 self.sockets.insert(socket.clone());

@@ -33,7 +33,7 @@ pub struct Config {
     #[arg(long, env = "INGEST_RETRY_DELAY", default_value = "1s", value_parser = parse_duration)]
     pub ingest_retry_delay: Duration,
     /// Replicas of the ingest stream when messaging creates it (3 on a NATS cluster).
-    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// How long to wait for presence to say which private recipients are online.
     #[arg(long, env = "PRESENCE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]

@@ -87,8 +87,15 @@ async fn answer(
     query: PresenceQuery,
 ) -> Result<(), sb_events::bus::BusError> {
     match query {
-        PresenceQuery::OnlineUsers { limit, cursor } => {
-            bus.respond(reply_to, &Reply::from(online_users(replica, limit, cursor.as_deref()))).await
+        PresenceQuery::OnlineUsers { limit, cursor, after_seq } => {
+            let reply = match after_seq {
+                Some(seq) if !replica.wait_applied(seq, AFTER_SEQ_WAIT).await => Reply::Error(RpcError::new(
+                    RpcErrorCode::Unavailable,
+                    "presence has not caught up with the caller's connect yet; try again",
+                )),
+                _ => Reply::from(online_users(replica, limit, cursor.as_deref())),
+            };
+            bus.respond(reply_to, &reply).await
         }
         PresenceQuery::RoomMembers { room, after_seq } => {
             let reply = match after_seq {

@@ -291,11 +291,18 @@ async fn queries_page_online_users_and_answer_online_among() {
     let error = bus
         .request::<_, sb_events::client::OnlineUsers>(
             bus.subjects.presence_query(),
-            &sb_events::presence::PresenceQuery::OnlineUsers { limit: 10, cursor: Some("!!".into()) },
+            &sb_events::presence::PresenceQuery::OnlineUsers { limit: 10, cursor: Some("!!".into()), after_seq: None },
         )
         .await
         .expect_err("bad cursor");
     assert!(error.to_string().contains("invalid cursor"), "{error}");
+
+    // Read your own connect: asked right after connecting, with the stored
+    // sequence of its SessionOpened, the list includes the caller.
+    let stored = edge.connect("me", &user("zz-me"));
+    let seq = stored.wait().await.expect("stored");
+    let page = queries.online_users_after(1000, None, Some(seq)).await.expect("page after my connect");
+    assert!(page.users.iter().any(|u| u.id == "zz-me"), "the caller sees itself");
 
     let among = queries.online_among(vec!["u001".into(), "nobody".into(), "u249".into()]).await.expect("among");
     assert_eq!(among.online, ["u001", "u249"]);
@@ -441,4 +448,34 @@ async fn a_recreated_presence_stream_does_not_silence_new_transitions() {
     let edge = SimEdge::start(nats.url(), "edge-b", HEARTBEAT).await.expect("edge");
     edge.connect("n1", &user("newcomer"));
     watcher.wait_for("user_online", "newcomer", WAIT).await;
+}
+
+#[tokio::test]
+async fn nats_restart_loses_nothing() {
+    let nats = NatsServer::start().await.expect("nats");
+    let bus = observer(&nats).await;
+    let (first, second) = (replica(&nats).await, replica(&nats).await);
+    let watcher = Watcher::start(nats.url(), &[]).await.expect("watcher");
+    let edge = SimEdge::start(nats.url(), "edge-a", HEARTBEAT).await.expect("edge");
+    edge.connect("s1", &user("alice"));
+    edge.connect("s2", &user("bob"));
+    watcher.wait_for("user_online", "bob", WAIT).await;
+
+    let mut nats = nats;
+    nats.kill();
+    // While NATS is down: bob leaves, carol arrives (queued by the reporter).
+    edge.disconnect("s2");
+    edge.connect("s3", &user("carol"));
+    let nats = nats.restart().await.expect("restart nats");
+
+    watcher.wait_for("user_offline", "bob", Duration::from_secs(30)).await;
+    watcher.wait_for("user_online", "carol", Duration::from_secs(30)).await;
+    watcher.barrier(&edge, "z").await;
+    settle(&bus, &[&first, &second]).await;
+    for replica in [&first, &second] {
+        assert_eq!(belief(replica, &[]).0, ["alice", "carol", "z"]);
+    }
+    assert_eq!(watcher.count("user_online", "alice"), 1, "no false online after the outage");
+    assert_eq!(watcher.count("user_offline", "alice"), 0, "no false offline after the outage");
+    drop(nats);
 }
