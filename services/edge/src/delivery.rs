@@ -27,7 +27,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
@@ -35,6 +35,7 @@ use sb_events::bus::Bus;
 use sb_events::client::NewMessage;
 use sb_events::deliver::{Delivery, DeliveryBatch};
 use sb_events::{RoomName, UserId};
+use sb_presence_client::PresenceThrottle;
 use socketioxide::SocketIo;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
@@ -148,6 +149,8 @@ struct Inner {
     bus: Bus,
     io: SocketIo,
     metrics: Arc<Metrics>,
+    /// Budget of presence frames (one presence event to one socket) per second.
+    presence_throttle: Mutex<PresenceThrottle>,
     tracker: TaskTracker,
     entries: Mutex<HashMap<Target, Arc<Entry>>>,
 }
@@ -209,9 +212,26 @@ impl Drop for UserLease {
 }
 
 impl Deliveries {
-    /// The delivery side over `bus`, emitting through `io`.
-    pub fn new(bus: Bus, io: SocketIo, metrics: Arc<Metrics>, tracker: TaskTracker) -> Self {
-        Self { inner: Arc::new(Inner { bus, io, metrics, tracker, entries: Mutex::new(HashMap::new()) }) }
+    /// The delivery side over `bus`, emitting through `io`; presence
+    /// batches are bounded to `presence_frames_per_sec` (0: unbounded).
+    pub fn new(
+        bus: Bus,
+        io: SocketIo,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        presence_frames_per_sec: u64,
+    ) -> Self {
+        let presence_throttle = Mutex::new(PresenceThrottle::new(presence_frames_per_sec));
+        Self {
+            inner: Arc::new(Inner {
+                bus,
+                io,
+                metrics,
+                presence_throttle,
+                tracker,
+                entries: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     /// Subscribes to a room's deliveries unless this edge already is.
@@ -350,7 +370,16 @@ async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Messa
                     return;
                 }
             };
+            let sockets = usize::try_from(inner.metrics.sockets.get()).unwrap_or(0);
             for delivery in &batch.deliveries {
+                // Bounded: during a connect storm every socket would get
+                // every change (O(N²) frames); past the budget a change is
+                // dropped for everyone here and counted, and clients can ask
+                // `get_online_users`.
+                if !inner.presence_throttle.lock().admit(Instant::now(), sockets) {
+                    inner.metrics.dropped("presence_rate");
+                    continue;
+                }
                 inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "presence" }).inc();
                 emit(inner, &Target::All, delivery).await;
             }

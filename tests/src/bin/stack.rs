@@ -57,6 +57,9 @@ struct Args {
     /// Longest message in bytes.
     #[arg(long)]
     message_max_bytes: Option<usize>,
+    /// Presence frames per second each edge writes at most (0: unbounded).
+    #[arg(long)]
+    presence_frames_per_sec: Option<u64>,
     /// Presence scope: `all`, `rooms` or `none`.
     #[arg(long)]
     presence_scope: Option<String>,
@@ -71,8 +74,13 @@ async fn main() -> anyhow::Result<()> {
         "postgres" | "postgresql" => DbKind::Postgres,
         other => anyhow::bail!("--db must be sqlite or postgres, not {other:?}"),
     };
-    let (rate, burst, queue, max_bytes) =
-        (args.rate_limit_per_sec, args.rate_limit_burst, args.event_queue_limit, args.message_max_bytes);
+    let (rate, burst, queue, max_bytes, presence_frames) = (
+        args.rate_limit_per_sec,
+        args.rate_limit_burst,
+        args.event_queue_limit,
+        args.message_max_bytes,
+        args.presence_frames_per_sec,
+    );
     let mut options = StackOptions::new(db).edges_with(move |config| {
         config.listen_addr = "127.0.0.1:0".parse().expect("literal address");
         if let Some(rate) = rate {
@@ -86,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(max_bytes) = max_bytes {
             config.message_max_bytes = max_bytes;
+        }
+        if let Some(frames) = presence_frames {
+            config.presence_frames_per_sec = frames;
         }
     });
     options.edges = args.edges.max(1);
