@@ -119,7 +119,8 @@ impl App {
         let registry = Registry::new();
         let tracker = TaskTracker::new();
         let background = CancellationToken::new();
-        let deliveries = Deliveries::new(bus.clone(), io.clone(), metrics.clone(), tracker.clone());
+        let deliveries =
+            Deliveries::new(bus.clone(), io.clone(), metrics.clone(), tracker.clone(), config.presence_frames_per_sec);
         deliveries.subscribe_all(background.clone()).await?;
 
         let sessions = Arc::new(EdgeSessions { registry: registry.clone(), io: io.clone(), metrics: metrics.clone() });

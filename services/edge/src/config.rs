@@ -67,8 +67,13 @@ pub struct Config {
     /// Longest graceful shutdown before the rest is abandoned.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
+    /// Presence frames (one `user_online` / `user_offline` to one socket)
+    /// this edge writes per second at most; past it, changes are dropped and
+    /// counted (`sb_edge_dropped_emits_total{reason="presence_rate"}`). 0: unbounded.
+    #[arg(long, env = "PRESENCE_FRAMES_PER_SEC", default_value_t = 200_000)]
+    pub presence_frames_per_sec: u64,
     /// Replicas of the ingest stream if the edge is the first to create it (3 on a NATS cluster).
-    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// Where NATS is and the subject prefix.
     #[command(flatten)]
@@ -102,6 +107,7 @@ impl Config {
             ping_timeout_ms: 20_000,
             shutdown_timeout_ms: 10_000,
             stream_replicas: 1,
+            presence_frames_per_sec: 200_000,
             nats: sb_config::NatsArgs::for_url(nats_url),
             telemetry: sb_config::TelemetryArgs::default(),
         }

@@ -24,10 +24,10 @@
 //! order, then the buffered live ones whose id was not among them, and ends
 //! the claim.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
@@ -35,10 +35,11 @@ use sb_events::bus::Bus;
 use sb_events::client::NewMessage;
 use sb_events::deliver::{Delivery, DeliveryBatch};
 use sb_events::{RoomName, UserId};
+use sb_presence_client::PresenceThrottle;
 use socketioxide::SocketIo;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -119,22 +120,28 @@ struct Entry {
     ready: tokio::sync::OnceCell<()>,
     cancel: CancellationToken,
     claiming: Mutex<HashMap<Sid, ClaimBuffer>>,
-    commands: mpsc::UnboundedSender<Command>,
-    command_rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    /// Commands for the subscription task; `None` once the task ended. A
+    /// queue and a `Notify` rather than a channel: a channel allocates a
+    /// block per entry up front, and there is one entry per connected user.
+    commands: Mutex<Option<VecDeque<Command>>>,
+    command_ready: Notify,
 }
 
 impl Entry {
     fn new(target: Target) -> Self {
-        let (commands, command_rx) = mpsc::unbounded_channel();
         Self {
             target,
             leases: AtomicUsize::new(0),
             ready: tokio::sync::OnceCell::new(),
             cancel: CancellationToken::new(),
             claiming: Mutex::new(HashMap::new()),
-            commands,
-            command_rx: Mutex::new(Some(command_rx)),
+            commands: Mutex::new(Some(VecDeque::new())),
+            command_ready: Notify::new(),
         }
+    }
+
+    fn next_command(&self) -> Option<Command> {
+        self.commands.lock().as_mut().and_then(VecDeque::pop_front)
     }
 }
 
@@ -142,6 +149,8 @@ struct Inner {
     bus: Bus,
     io: SocketIo,
     metrics: Arc<Metrics>,
+    /// Budget of presence frames (one presence event to one socket) per second.
+    presence_throttle: Mutex<PresenceThrottle>,
     tracker: TaskTracker,
     entries: Mutex<HashMap<Target, Arc<Entry>>>,
 }
@@ -185,10 +194,14 @@ impl UserLease {
     /// delivery interleaves. Returns once done (or the subscription is gone).
     pub async fn finish_claim(&self, pending: Vec<NewMessage>) {
         let (done, wait) = oneshot::channel();
-        let command = Command::FinishClaim { sid: self.sid, pending, done };
-        if self.lease.entry.commands.send(command).is_ok() {
-            let _ = wait.await;
+        let entry = &self.lease.entry;
+        match entry.commands.lock().as_mut() {
+            Some(commands) => commands.push_back(Command::FinishClaim { sid: self.sid, pending, done }),
+            None => return,
         }
+        entry.command_ready.notify_one();
+        // The task answers, or drops the command when it stops.
+        let _ = wait.await;
     }
 }
 
@@ -199,9 +212,26 @@ impl Drop for UserLease {
 }
 
 impl Deliveries {
-    /// The delivery side over `bus`, emitting through `io`.
-    pub fn new(bus: Bus, io: SocketIo, metrics: Arc<Metrics>, tracker: TaskTracker) -> Self {
-        Self { inner: Arc::new(Inner { bus, io, metrics, tracker, entries: Mutex::new(HashMap::new()) }) }
+    /// The delivery side over `bus`, emitting through `io`; presence
+    /// batches are bounded to `presence_frames_per_sec` (0: unbounded).
+    pub fn new(
+        bus: Bus,
+        io: SocketIo,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        presence_frames_per_sec: u64,
+    ) -> Self {
+        let presence_throttle = Mutex::new(PresenceThrottle::new(presence_frames_per_sec));
+        Self {
+            inner: Arc::new(Inner {
+                bus,
+                io,
+                metrics,
+                presence_throttle,
+                tracker,
+                entries: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     /// Subscribes to a room's deliveries unless this edge already is.
@@ -275,8 +305,9 @@ impl Deliveries {
             let cancel = entry.cancel.clone();
             tokio::select! {
                 () = cancel.cancelled() => {}
-                () = run_subscription(inner, entry, subscriber) => {}
+                () = run_subscription(inner, entry.clone(), subscriber) => {}
             }
+            entry.commands.lock().take();
             metrics.delivery_subscriptions.dec();
         });
         Ok(())
@@ -309,23 +340,22 @@ impl Deliveries {
 }
 
 async fn run_subscription(inner: Arc<Inner>, entry: Arc<Entry>, mut subscriber: async_nats::Subscriber) {
-    let mut commands = entry.command_rx.lock().take();
     loop {
-        let command = async {
-            match commands.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
+        while let Some(command) = entry.next_command() {
+            handle_command(&inner, &entry, command);
+        }
         tokio::select! {
             biased;
-            Some(command) = command => handle_command(&inner, &entry, command),
+            () = entry.command_ready.notified() => {}
             message = subscriber.next() => match message {
-                Some(message) => handle_message(&inner, &entry, message).await,
+                // Boxed: the task stays small while idle (one per subscribed user).
+                Some(message) => Box::pin(handle_message(&inner, &entry, message)).await,
                 None => break,
             },
         }
     }
+    // Unanswered commands are dropped here, which wakes their callers.
+    entry.commands.lock().take();
 }
 
 async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Message) {
@@ -340,7 +370,16 @@ async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Messa
                     return;
                 }
             };
+            let sockets = usize::try_from(inner.metrics.sockets.get()).unwrap_or(0);
             for delivery in &batch.deliveries {
+                // Bounded: during a connect storm every socket would get
+                // every change (O(N²) frames); past the budget a change is
+                // dropped for everyone here and counted, and clients can ask
+                // `get_online_users`.
+                if !inner.presence_throttle.lock().admit(Instant::now(), sockets) {
+                    inner.metrics.dropped("presence_rate");
+                    continue;
+                }
                 inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "presence" }).inc();
                 emit(inner, &Target::All, delivery).await;
             }

@@ -52,7 +52,8 @@ pub(crate) async fn open(ctx: &Arc<EdgeCtx>, session: &Arc<Session>, socket: &Ar
     ctx.metrics.connects.inc();
     ctx.metrics.sockets.inc();
     ctx.known_users.remember(&session.user.id);
-    ctx.presence.opened(session);
+    let opened_seq = ctx.presence.opened(session);
+    session.state.lock().opened_seq = Some(opened_seq);
     tracing::info!(sid = %socket.id, user = %session.user.id, transport = ?socket.transport_type(), "socket connected");
 
     let pending = claim_pending(ctx, session).await;
@@ -153,7 +154,7 @@ async fn dispatch(
         }
         "admin_broadcast" => admin_broadcast(ctx, session, socket, arg).await,
         "get_history" => get_history(ctx, session, payload::get_history(arg)?).await,
-        "get_online_users" => get_online_users(ctx, socket, payload::get_online_users(arg)?).await,
+        "get_online_users" => get_online_users(ctx, session, socket, payload::get_online_users(arg)?).await,
         other => Err(ClientError::UnknownEvent(echo_name(other))),
     }
 }
@@ -340,10 +341,12 @@ async fn get_history(
 
 async fn get_online_users(
     ctx: &Arc<EdgeCtx>,
+    session: &Session,
     socket: &SocketRef,
     request: payload::GetOnlineUsers,
 ) -> Result<Value, ClientError> {
-    let online = ctx.presence.online(request.limit, request.cursor).await.map_err(|error| {
+    let opened = session.state.lock().opened_seq.clone();
+    let online = ctx.presence.online(request.limit, request.cursor, opened).await.map_err(|error| {
         tracing::warn!(%error, "online users query failed");
         ClientError::Unavailable("presence")
     })?;

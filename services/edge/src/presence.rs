@@ -13,14 +13,15 @@ use std::time::Duration;
 use sb_events::RoomName;
 use sb_events::client::{Exception, OnlineUsers, PublicUser, event};
 use sb_events::presence::SessionState;
-use sb_presence_client::{PresenceQueries, QueryError, Reporter, SessionSource};
+use sb_presence_client::{PresenceQueries, QueryError, Reporter, SessionSource, StoredSeq};
 use socketioxide::SocketIo;
 
 use crate::metrics::Metrics;
 use crate::session::{RefusedAccess, Registry, Session};
 
-/// How long a join waits for presence to store it before answering with
-/// what is known (the event stays queued in the reporter).
+/// How long a join (or an online-users query right after connect) waits for
+/// presence to store the socket's own event before answering with what is
+/// known (the event stays queued in the reporter).
 const JOIN_STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Reporting and queries.
@@ -31,9 +32,10 @@ pub(crate) struct Presence {
 }
 
 impl Presence {
-    /// Reports an opened session.
-    pub(crate) fn opened(&self, session: &Session) {
-        self.reporter.session_opened(&session.sid.to_string(), session.public.clone(), session.connected_at_ms);
+    /// Reports an opened session; the returned handle resolves to the
+    /// stream sequence that stored it.
+    pub(crate) fn opened(&self, session: &Session) -> StoredSeq {
+        self.reporter.session_opened(&session.sid.to_string(), session.public.clone(), session.connected_at_ms)
     }
 
     /// Reports a closed session.
@@ -69,9 +71,22 @@ impl Presence {
         Ok(self.queries.room_members(room, after_seq).await?.members)
     }
 
-    /// A page of online users cluster-wide.
-    pub(crate) async fn online(&self, limit: u32, cursor: Option<String>) -> Result<OnlineUsers, QueryError> {
-        self.queries.online_users(limit, cursor).await
+    /// A page of online users cluster-wide, including the asking session
+    /// (presence first applies its `SessionOpened`, `opened`).
+    pub(crate) async fn online(
+        &self,
+        limit: u32,
+        cursor: Option<String>,
+        opened: Option<StoredSeq>,
+    ) -> Result<OnlineUsers, QueryError> {
+        let after_seq = match opened {
+            Some(opened) => match tokio::time::timeout(JOIN_STORE_TIMEOUT, opened.wait()).await {
+                Ok(Ok(seq)) => Some(seq),
+                _ => None,
+            },
+            None => None,
+        };
+        self.queries.online_users_after(limit, cursor, after_seq).await
     }
 }
 

@@ -86,11 +86,11 @@ impl MessageHandler<LocalAdapter, Queued> for Dispatcher {
                 return;
             }
             if !state.bucket.try_take(Instant::now()) {
-                Some(ClientError::RateLimited)
+                Some((ClientError::RateLimited, frame))
             } else if state.queue.len() >= self.ctx.queue_limit {
-                Some(ClientError::QueueFull)
+                Some((ClientError::QueueFull, frame))
             } else {
-                state.queue.push_back(Job::Event { frame: frame.clone(), ack_id, received: Instant::now() });
+                state.queue.push_back(Job::Event { frame, ack_id, received: Instant::now() });
                 if state.started && !state.running {
                     state.running = true;
                     spawn_drain(&self.ctx, &self.session, socket.clone());
@@ -98,7 +98,7 @@ impl MessageHandler<LocalAdapter, Queued> for Dispatcher {
                 None
             }
         };
-        if let Some(error) = refusal {
+        if let Some((error, frame)) = refusal {
             let outcome = if error == ClientError::RateLimited { "rate_limited" } else { "queue_full" };
             self.ctx.metrics.event(crate::events::metric_name(&frame.name), outcome);
             let ack = ack_sender(&socket, ack_id);

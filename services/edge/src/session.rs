@@ -68,6 +68,8 @@ pub(crate) struct SessionState {
     pub(crate) access: Access,
     /// The connect job ran (presence was told, the socket counted).
     pub(crate) opened: bool,
+    /// Where presence stored this session's `SessionOpened`.
+    pub(crate) opened_seq: Option<sb_presence_client::StoredSeq>,
     /// The close job ran; nothing more is accepted.
     pub(crate) closed: bool,
 }
@@ -128,6 +130,7 @@ impl Session {
                 bucket,
                 access: Access::Active,
                 opened: false,
+                opened_seq: None,
                 closed: false,
             }),
         }

@@ -34,7 +34,7 @@ use sb_proto::auth::v1 as pb;
 use sb_tests::DbKind;
 use sb_tests::stack::{StackOptions, TestStack};
 use serde_json::json;
-use tokio::io::AsyncBufReadExt as _;
+use std::io::BufRead as _;
 
 /// Command line of `stack`.
 #[derive(Debug, clap::Parser)]
@@ -67,6 +67,9 @@ struct Args {
     /// Longest message in bytes.
     #[arg(long)]
     message_max_bytes: Option<usize>,
+    /// Presence frames per second each edge writes at most (0: unbounded).
+    #[arg(long)]
+    presence_frames_per_sec: Option<u64>,
     /// Presence scope: `all`, `rooms` or `none`.
     #[arg(long)]
     presence_scope: Option<String>,
@@ -81,8 +84,13 @@ async fn main() -> anyhow::Result<()> {
         "postgres" | "postgresql" => DbKind::Postgres,
         other => anyhow::bail!("--db must be sqlite or postgres, not {other:?}"),
     };
-    let (rate, burst, queue, max_bytes) =
-        (args.rate_limit_per_sec, args.rate_limit_burst, args.event_queue_limit, args.message_max_bytes);
+    let (rate, burst, queue, max_bytes, presence_frames) = (
+        args.rate_limit_per_sec,
+        args.rate_limit_burst,
+        args.event_queue_limit,
+        args.message_max_bytes,
+        args.presence_frames_per_sec,
+    );
     let mut options = StackOptions::new(db).edges_with(move |config| {
         config.listen_addr = "127.0.0.1:0".parse().expect("literal address");
         if let Some(rate) = rate {
@@ -96,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(max_bytes) = max_bytes {
             config.message_max_bytes = max_bytes;
+        }
+        if let Some(frames) = presence_frames {
+            config.presence_frames_per_sec = frames;
         }
     });
     options.edges = args.edges.max(1);
@@ -139,9 +150,19 @@ async fn main() -> anyhow::Result<()> {
     });
     println!("{line}");
 
+    // Commands arrive on stdin. Read it on a plain thread, not with tokio's
+    // stdin: a blocked tokio stdin read would keep the runtime from shutting down.
+    let (line_sender, mut line_receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let stdin_closed = async {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        while let Some(line) = line_receiver.recv().await {
             if line.trim().is_empty() {
                 continue;
             }
@@ -156,10 +177,14 @@ async fn main() -> anyhow::Result<()> {
         () = stdin_closed => eprintln!("stdin closed, stopping"),
         () = sb_config::shutdown_signal() => {}
     }
-    match tokio::time::timeout(Duration::from_secs(30), stack.stop()).await {
+    let result = match tokio::time::timeout(Duration::from_secs(30), stack.stop()).await {
         Ok(result) => result,
-        Err(_) => anyhow::bail!("the stack did not stop within 30 s"),
+        Err(_) => Err(anyhow::anyhow!("the stack did not stop within 30 s")),
+    };
+    if let Err(error) = &result {
+        eprintln!("stopping the stack: {error:#}");
     }
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
 /// Creates a demo user (or finds it) and logs it in.

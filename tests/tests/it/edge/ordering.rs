@@ -80,7 +80,9 @@ async fn events_emitted_in_the_connect_callback_are_never_lost() {
     for (i, client) in clients.iter().enumerate() {
         let message = client.event("new_message").await.unwrap_or_else(|error| panic!("client {i}: {error}"));
         assert_eq!(message["message"], format!("hello {i}"));
-        client.event("online_users").await.unwrap_or_else(|error| panic!("client {i}: {error}"));
+        let online = client.event("online_users").await.unwrap_or_else(|error| panic!("client {i}: {error}"));
+        let listed = online["users"].as_array().is_some_and(|users| users.iter().any(|u| u["id"] == user.id.as_str()));
+        assert!(listed, "client {i} does not see itself online right after connecting: {online}");
         let exceptions: Vec<_> =
             client.drain_events().await.into_iter().filter(|(name, _)| name == "exception").collect();
         assert!(exceptions.is_empty(), "client {i}: {exceptions:?}");
