@@ -178,6 +178,7 @@ impl App {
             };
             let lease = Lease::new(bus.clone(), replica.id.clone(), config.lease_ttl);
             let window = config.coalesce_window;
+            let coalesce_above = config.coalesce_above;
             async move {
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -200,7 +201,7 @@ impl App {
                         }
                     }
                 });
-                tracker_inner.spawn(crate::emit::run_emitter(bus, replica.clone(), lease, window, cancel));
+                tracker_inner.spawn(crate::emit::run_emitter(bus, replica.clone(), lease, window, coalesce_above, cancel));
                 readiness.set_ready();
                 replica.set_ready(true);
                 health.set_serving::<PresenceServiceServer<PresenceGrpc>>().await;

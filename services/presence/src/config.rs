@@ -31,10 +31,16 @@ pub struct Config {
     /// 3 in a cluster); the same setting as the other services'.
     #[arg(long = "jetstream-replicas", env = "JETSTREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
-    /// Transitions are coalesced over this window before they are published
-    /// (a user who came and went within it is never announced).
+    /// Transitions are collected over this window and published together
+    /// (online/offline changes share batched messages).
     #[arg(long, env = "PRESENCE_COALESCE_WINDOW", value_parser = parse_duration, default_value = "100ms")]
     pub coalesce_window: Duration,
+    /// A window with more transitions than this is a storm: changes that undo
+    /// each other within it (a user who came and went) are not announced at
+    /// all. At or below it every transition is announced, in order. 0 always
+    /// cancels such pairs.
+    #[arg(long, env = "PRESENCE_COALESCE_ABOVE", default_value_t = 1000)]
+    pub coalesce_above: usize,
     /// An edge is declared dead after three of its heartbeat intervals
     /// without a heartbeat, but never sooner than this...
     #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MIN", value_parser = parse_duration, default_value = "1s")]
@@ -68,6 +74,7 @@ impl Config {
             stream_max_age: sb_events::presence::DEFAULT_STREAM_MAX_AGE,
             stream_replicas: 1,
             coalesce_window: Duration::from_millis(100),
+            coalesce_above: 1000,
             edge_timeout_min: Duration::from_secs(1),
             edge_timeout_max: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(3),

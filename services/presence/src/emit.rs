@@ -34,6 +34,7 @@ pub async fn run_emitter(
     replica: std::sync::Arc<Replica>,
     mut lease: Lease,
     window: Duration,
+    coalesce_above: usize,
     cancel: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(window.max(Duration::from_millis(1)));
@@ -60,7 +61,7 @@ pub async fn run_emitter(
         if !replica.is_leader() {
             replica.set_leader(true);
         }
-        if let Err(error) = emit_window(&bus, &replica, &mut lease).await {
+        if let Err(error) = emit_window(&bus, &replica, &mut lease, coalesce_above).await {
             tracing::warn!(%error, "publish presence transitions");
         }
     }
@@ -77,13 +78,23 @@ enum EmitError {
     Lease(#[from] LeaseError),
 }
 
-async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease) -> Result<(), EmitError> {
+async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease, coalesce_above: usize) -> Result<(), EmitError> {
     let Some((through, transitions)) = replica.take_for_emission() else { return Ok(()) };
     if !transitions.is_empty() {
         let computed = transitions.len();
-        let kept = coalesce(transitions.clone());
+        // Below the storm threshold every transition is announced, in order;
+        // in a storm, changes that undo each other are dropped and the rest
+        // grouped into as few messages as possible.
+        let storm = computed > coalesce_above;
+        let (kept, messages) = if storm {
+            let kept = coalesce(transitions.clone());
+            let messages = deliveries(&bus.subjects, replica.scope, &kept);
+            (kept, messages)
+        } else {
+            let messages = deliveries_in_order(&bus.subjects, replica.scope, &transitions);
+            (transitions.clone(), messages)
+        };
         replica.metrics.transitions_coalesced.inc_by((computed - kept.len()) as u64);
-        let messages = deliveries(&bus.subjects, replica.scope, &kept);
         for (subject, payload) in messages.iter().cloned() {
             if let Err(source) = bus.publish_bytes(subject.clone(), payload).await {
                 replica.put_back(transitions);
@@ -117,8 +128,88 @@ async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease) -> Result<
     Ok(())
 }
 
-/// The NATS messages (subject, payload) that announce `transitions`
-/// (already coalesced: at most one change per user and per user and room).
+/// One transition as NATS traffic: online/offline changes (scope `all`) go
+/// into the shared presence batch, everything else is its own message.
+enum Encoded {
+    Batched(Delivery),
+    Message { subject: String, payload: Bytes, joined: bool },
+}
+
+fn encode_transition(subjects: &Subjects, scope: Scope, transition: &Transition) -> Vec<Encoded> {
+    let timestamp = rfc3339_ms(transition.at_ms);
+    match &transition.change {
+        Change::Online | Change::Offline => {
+            let name = if transition.change == Change::Online { event::USER_ONLINE } else { event::USER_OFFLINE };
+            let payload = UserPresence { user: transition.user.clone(), timestamp };
+            let Ok(mut delivery) = Delivery::new(name, &payload) else { return Vec::new() };
+            match scope {
+                Scope::All => {
+                    delivery.except_user = Some(transition.user.id.clone());
+                    vec![Encoded::Batched(delivery)]
+                }
+                Scope::Rooms => {
+                    let Ok(bytes) = serde_json::to_vec(&delivery) else { return Vec::new() };
+                    let bytes = Bytes::from(bytes);
+                    transition
+                        .recipients
+                        .iter()
+                        .filter_map(|recipient| UserId::parse(recipient.as_str()).ok())
+                        .map(|user| Encoded::Message {
+                            subject: subjects.deliver_user(&user),
+                            payload: bytes.clone(),
+                            joined: false,
+                        })
+                        .collect()
+                }
+                Scope::None => Vec::new(),
+            }
+        }
+        Change::Joined(room) | Change::Left(room) => {
+            let Ok(room_name) = RoomName::parse(room.as_str()) else {
+                tracing::warn!(room = %room, "presence transition for an invalid room name skipped");
+                return Vec::new();
+            };
+            let joined = matches!(transition.change, Change::Joined(_));
+            let name = if joined { event::USER_JOINED } else { event::USER_LEFT };
+            let payload = RoomPresence { room: room.clone(), user: transition.user.clone(), timestamp };
+            let Ok(mut delivery) = Delivery::new(name, &payload) else { return Vec::new() };
+            delivery.except_user = Some(transition.user.id.clone());
+            let Ok(bytes) = serde_json::to_vec(&delivery) else { return Vec::new() };
+            vec![Encoded::Message { subject: subjects.deliver_room(&room_name), payload: Bytes::from(bytes), joined }]
+        }
+    }
+}
+
+/// Collects batched deliveries into `deliver.presence` messages of at most
+/// `BATCH_MAX` each.
+struct Batcher<'a> {
+    subjects: &'a Subjects,
+    batch: Vec<Delivery>,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, delivery: Delivery, messages: &mut Vec<(String, Bytes)>) {
+        self.batch.push(delivery);
+        if self.batch.len() >= BATCH_MAX {
+            self.flush(messages);
+        }
+    }
+
+    fn flush(&mut self, messages: &mut Vec<(String, Bytes)>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let deliveries = std::mem::take(&mut self.batch);
+        match serde_json::to_vec(&DeliveryBatch { deliveries }) {
+            Ok(bytes) => messages.push((self.subjects.deliver_presence(), Bytes::from(bytes))),
+            Err(error) => tracing::error!(%error, "encode presence batch"),
+        }
+    }
+}
+
+/// The NATS messages (subject, payload) that announce a storm window's
+/// `transitions` (already coalesced: at most one change per user and per
+/// user and room).
 ///
 /// Order: every `user_left`, then the `user_online` / `user_offline`
 /// changes, then every `user_joined`. A user that came online is announced
@@ -128,67 +219,45 @@ pub fn deliveries(subjects: &Subjects, scope: Scope, transitions: &[Transition])
     let mut left = Vec::new();
     let mut joined = Vec::new();
     let mut messages = Vec::new();
-    let mut batch: Vec<Delivery> = Vec::new();
-    let flush_batch = |batch: &mut Vec<Delivery>, messages: &mut Vec<(String, Bytes)>| {
-        if batch.is_empty() {
-            return;
-        }
-        let deliveries = std::mem::take(batch);
-        match serde_json::to_vec(&DeliveryBatch { deliveries }) {
-            Ok(bytes) => messages.push((subjects.deliver_presence(), Bytes::from(bytes))),
-            Err(error) => tracing::error!(%error, "encode presence batch"),
-        }
-    };
+    let mut batcher = Batcher { subjects, batch: Vec::new() };
     for transition in transitions {
-        let timestamp = rfc3339_ms(transition.at_ms);
-        match &transition.change {
-            Change::Online | Change::Offline => {
-                let name = if transition.change == Change::Online { event::USER_ONLINE } else { event::USER_OFFLINE };
-                let payload = UserPresence { user: transition.user.clone(), timestamp };
-                let Ok(mut delivery) = Delivery::new(name, &payload) else { continue };
-                match scope {
-                    Scope::All => {
-                        delivery.except_user = Some(transition.user.id.clone());
-                        batch.push(delivery);
-                        if batch.len() >= BATCH_MAX {
-                            flush_batch(&mut batch, &mut messages);
-                        }
+        for encoded in encode_transition(subjects, scope, transition) {
+            match encoded {
+                Encoded::Batched(delivery) => batcher.push(delivery, &mut messages),
+                Encoded::Message { subject, payload, joined: true } => joined.push((subject, payload)),
+                Encoded::Message { subject, payload, joined: false } => match scope {
+                    Scope::Rooms if matches!(transition.change, Change::Online | Change::Offline) => {
+                        messages.push((subject, payload))
                     }
-                    Scope::Rooms => {
-                        let Ok(bytes) = serde_json::to_vec(&delivery) else { continue };
-                        let bytes = Bytes::from(bytes);
-                        for recipient in &transition.recipients {
-                            if let Ok(user) = UserId::parse(recipient.as_str()) {
-                                messages.push((subjects.deliver_user(&user), bytes.clone()));
-                            }
-                        }
-                    }
-                    Scope::None => {}
-                }
+                    _ => left.push((subject, payload)),
+                },
             }
-            Change::Joined(room) | Change::Left(room) => {
-                let Ok(room_name) = RoomName::parse(room.as_str()) else {
-                    tracing::warn!(room = %room, "presence transition for an invalid room name skipped");
-                    continue;
-                };
-                let name =
-                    if matches!(transition.change, Change::Joined(_)) { event::USER_JOINED } else { event::USER_LEFT };
-                let payload = RoomPresence { room: room.clone(), user: transition.user.clone(), timestamp };
-                let Ok(mut delivery) = Delivery::new(name, &payload) else { continue };
-                delivery.except_user = Some(transition.user.id.clone());
-                if let Ok(bytes) = serde_json::to_vec(&delivery) {
-                    let message = (subjects.deliver_room(&room_name), Bytes::from(bytes));
-                    if matches!(transition.change, Change::Joined(_)) {
-                        joined.push(message)
-                    } else {
-                        left.push(message)
-                    }
+        }
+    }
+    batcher.flush(&mut messages);
+    left.into_iter().chain(messages).chain(joined).collect()
+}
+
+/// The NATS messages that announce a quiet window's `transitions`, every
+/// one of them, in the order they happened: consecutive online/offline
+/// changes still share a batch, which is flushed before any room message
+/// so nothing overtakes what came before it.
+pub fn deliveries_in_order(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<(String, Bytes)> {
+    let mut messages = Vec::new();
+    let mut batcher = Batcher { subjects, batch: Vec::new() };
+    for transition in transitions {
+        for encoded in encode_transition(subjects, scope, transition) {
+            match encoded {
+                Encoded::Batched(delivery) => batcher.push(delivery, &mut messages),
+                Encoded::Message { subject, payload, .. } => {
+                    batcher.flush(&mut messages);
+                    messages.push((subject, payload));
                 }
             }
         }
     }
-    flush_batch(&mut batch, &mut messages);
-    left.into_iter().chain(messages).chain(joined).collect()
+    batcher.flush(&mut messages);
+    messages
 }
 
 #[cfg(test)]
@@ -204,6 +273,30 @@ mod tests {
             change,
             recipients: recipients.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_quiet_window_announces_every_transition_in_order() {
+        let subjects = Subjects::default();
+        let transitions = vec![
+            transition("u1", Change::Online, &[]),
+            transition("u1", Change::Joined("lobby".into()), &[]),
+            transition("u1", Change::Left("lobby".into()), &[]),
+            transition("u1", Change::Offline, &[]),
+        ];
+        let messages = deliveries_in_order(&subjects, Scope::All, &transitions);
+        let events: Vec<String> = messages
+            .iter()
+            .flat_map(|(subject, payload)| {
+                if subject == &subjects.deliver_presence() {
+                    let batch: DeliveryBatch = serde_json::from_slice(payload).unwrap();
+                    batch.deliveries.into_iter().map(|d| d.event).collect::<Vec<_>>()
+                } else {
+                    vec![serde_json::from_slice::<Delivery>(payload).unwrap().event]
+                }
+            })
+            .collect();
+        assert_eq!(events, ["user_online", "user_joined", "user_left", "user_offline"]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ async function rejects(c, event, payload, messagePattern) {
   assert.equal(ack.status, 'error', `${event} ${JSON.stringify(payload)} acked ${JSON.stringify(ack)}`);
   assert.equal(typeof ack.message, 'string');
   if (messagePattern) assert.match(ack.message, messagePattern);
-  const exc = await c.events.next('exception', (e) => e.message === ack.message);
+  const exc = await c.events.next('exception', (e) => e.message === ack.message && e.event === event);
   assert.equal(exc.status, 'error');
   assert.equal(exc.event, event);
   assert.ok(c.socket.connected, 'the connection carries on');

@@ -68,7 +68,10 @@ fn compose_services_set_exactly_what_they_read() {
     for (name, env) in services() {
         let service = &declared[name];
         assert!(service.is_mapping(), "compose has no service {name}");
-        assert!(service["build"]["target"].as_str() == Some(&format!("sb-{name}")), "{name} builds its Dockerfile target");
+        assert!(
+            service["build"]["target"].as_str() == Some(&format!("sb-{name}")),
+            "{name} builds its Dockerfile target"
+        );
         let environment = service["environment"].as_mapping().unwrap_or_else(|| panic!("{name} has an environment"));
         let set: BTreeSet<String> = environment.keys().map(str_of).collect();
         let unknown: Vec<_> = set.difference(&env.all).collect();
@@ -85,9 +88,9 @@ fn compose_services_set_exactly_what_they_read() {
             }
             if key.ends_with("_ADDR") && key != "AUTH_ADDR" && key != "METRICS_ADDR" {
                 let port = port_of(&value);
-                let published = service["ports"].as_sequence().map(|ports| {
-                    ports.iter().any(|p| str_of(p).ends_with(&format!(":{port}")))
-                });
+                let published = service["ports"]
+                    .as_sequence()
+                    .map(|ports| ports.iter().any(|p| str_of(p).ends_with(&format!(":{port}"))));
                 assert_eq!(published, Some(true), "{name} publishes its port {port}");
             }
         }
@@ -174,12 +177,8 @@ fn kubernetes_manifests_agree_with_the_services() {
         assert!(container["resources"]["requests"].is_mapping(), "{full} requests resources");
 
         let service = find("Service", &full);
-        let port_names: BTreeSet<String> = container["ports"]
-            .as_sequence()
-            .expect("ports")
-            .iter()
-            .map(|p| str_of(&p["name"]))
-            .collect();
+        let port_names: BTreeSet<String> =
+            container["ports"].as_sequence().expect("ports").iter().map(|p| str_of(&p["name"])).collect();
         for port in service["spec"]["ports"].as_sequence().expect("service ports") {
             let target = str_of(&port["targetPort"]);
             assert!(port_names.contains(&target), "Service {full} targets port {target}, which the pod does not name");

@@ -8,6 +8,9 @@ const DEFAULT_WAIT = 5000;
 function connect(url, options = {}) {
   return new Promise((resolve, reject) => {
     const socket = io(url, { reconnection: false, forceNew: true, timeout: 10000, ...options });
+    // Record from the start: events the server sends right after CONNECT can be dispatched
+    // before the caller's code after `await connect(..)` runs.
+    record(socket);
     const timer = setTimeout(() => { socket.close(); reject(new Error('connect timed out')); }, 15000);
     socket.once('connect', () => { clearTimeout(timer); resolve(socket); });
     socket.once('connect_error', (err) => { clearTimeout(timer); socket.close(); reject(err); });
@@ -33,6 +36,7 @@ function emitAck(socket, event, payload, timeoutMs = DEFAULT_WAIT) {
 
 /** Records every event a socket receives, so tests can wait for or assert the absence of one. */
 function record(socket) {
+  if (socket.__recorder) return socket.__recorder;
   const seen = [];
   const waiters = new Set();
   socket.onAny((event, ...args) => {
@@ -42,7 +46,7 @@ function record(socket) {
       if (w.event === event && w.pred(item.data)) { waiters.delete(w); w.resolve(item.data); }
     }
   });
-  return {
+  socket.__recorder = {
     seen,
     events(name) { return seen.filter((s) => s.event === name).map((s) => s.data); },
     /** Resolves with the data of the first (past or future) `event` matching `pred`. */
@@ -59,6 +63,7 @@ function record(socket) {
     },
     clear() { seen.length = 0; },
   };
+  return socket.__recorder;
 }
 
 /** Waits `ms`; used only to give a message that must NOT arrive a fair chance to. */
