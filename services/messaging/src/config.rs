@@ -3,11 +3,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Where messages are stored when `DATABASE_URL` is not set: a SQLite file
+/// in the working directory, so a local run needs no setup.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:messaging.db";
+
 /// Settings for the messaging service.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "sb-messaging",
-    about = "Switchboard messaging: stores accepted messages and routes them to the edges"
+    version,
+    about = "Switchboard messaging: stores accepted messages and routes them to the edges",
+    mut_arg("database_url", |arg| arg.required(false).default_value(DEFAULT_DATABASE_URL))
 )]
 pub struct Config {
     /// Address the gRPC server (`MessagingService`, health, reflection) binds; port 0 picks a free one.
