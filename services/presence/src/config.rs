@@ -35,9 +35,10 @@ pub struct Config {
     /// (online/offline changes share batched messages).
     #[arg(long, env = "PRESENCE_COALESCE_WINDOW", value_parser = parse_duration, default_value = "100ms")]
     pub coalesce_window: Duration,
-    /// A window with more transitions than this is a storm: changes that undo
-    /// each other within it (a user who came and went) are not announced at
-    /// all. At or below it every transition is announced, in order. 0 always
+    /// A window with more transitions than this is a storm: room joins and
+    /// leaves that undo each other within it are not announced at all. At or
+    /// below it every room change is announced, in order (online/offline
+    /// changes that undo each other within a window never are). 0 always
     /// cancels such pairs.
     #[arg(long, env = "PRESENCE_COALESCE_ABOVE", default_value_t = 1000)]
     pub coalesce_above: usize,

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::lease::{Lease, LeaseError};
 use crate::replica::Replica;
-use crate::state::{Change, Scope, Transition, coalesce};
+use crate::state::{Change, Scope, Transition, coalesce, coalesce_presence};
 
 /// The most deliveries in one [`DeliveryBatch`] message.
 const BATCH_MAX: usize = 1000;
@@ -82,17 +82,19 @@ async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease, coalesce_a
     let Some((through, transitions)) = replica.take_for_emission() else { return Ok(()) };
     if !transitions.is_empty() {
         let computed = transitions.len();
-        // Below the storm threshold every transition is announced, in order;
-        // in a storm, changes that undo each other are dropped and the rest
-        // grouped into as few messages as possible.
+        // A user who went offline and came back within the window is not
+        // announced at all. Below the storm threshold every other transition
+        // is announced, in order; in a storm, room changes that undo each
+        // other are dropped too and the rest grouped into few messages.
         let storm = computed > coalesce_above;
         let (kept, messages) = if storm {
             let kept = coalesce(transitions.clone());
             let messages = deliveries(&bus.subjects, replica.scope, &kept);
             (kept, messages)
         } else {
-            let messages = deliveries_in_order(&bus.subjects, replica.scope, &transitions);
-            (transitions.clone(), messages)
+            let kept = coalesce_presence(transitions.clone());
+            let messages = deliveries_in_order(&bus.subjects, replica.scope, &kept);
+            (kept, messages)
         };
         replica.metrics.transitions_coalesced.inc_by((computed - kept.len()) as u64);
         for (subject, payload) in messages.iter().cloned() {

@@ -593,6 +593,18 @@ impl Ctx<'_> {
 /// alternate, so an even number of them is no change at all and an odd
 /// number is the last one.
 pub fn coalesce(transitions: impl IntoIterator<Item = Transition>) -> Vec<Transition> {
+    coalesce_keys(transitions, true)
+}
+
+/// Like [`coalesce`], but only for online/offline changes: room joins and
+/// leaves are all kept, in order. A user whose last socket went and who came
+/// back within one window (a reconnect, or a socket moving between edges
+/// whose reports crossed) is not announced going offline and online again.
+pub fn coalesce_presence(transitions: impl IntoIterator<Item = Transition>) -> Vec<Transition> {
+    coalesce_keys(transitions, false)
+}
+
+fn coalesce_keys(transitions: impl IntoIterator<Item = Transition>, rooms_too: bool) -> Vec<Transition> {
     #[derive(Hash, PartialEq, Eq)]
     enum Key {
         Presence(String),
@@ -613,6 +625,9 @@ pub fn coalesce(transitions: impl IntoIterator<Item = Transition>) -> Vec<Transi
         .into_iter()
         .enumerate()
         .filter(|(index, transition)| {
+            if !rooms_too && matches!(transition.change, Change::Joined(_) | Change::Left(_)) {
+                return true;
+            }
             let (count, last) = counts[&key_of(transition)];
             count % 2 == 1 && last == *index
         })
