@@ -36,7 +36,8 @@ cleanup() {
     kill -KILL "${pids[@]}" 2>/dev/null || true
   fi
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
 
 # --- ports we need must be free ---
 answers 127.0.0.1 "$EDGE_PORT" && die "port $EDGE_PORT is taken; run with EDGE_PORT=<free port> make run"
@@ -99,7 +100,7 @@ curl -fsS "$edge_url/readyz" >/dev/null 2>&1 || die "the edge is not ready after
 
 # --- demo users (idempotent) and their tokens ---
 sbctl() { "$bin/sbctl" --auth-addr "$AUTH_ADDR" "$@"; }
-admin_token=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email admin@example.com) \
+admin_token=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email admin@example.com 2>/dev/null) \
   || die "cannot log in as admin@example.com: was it created with another DEMO_PASSWORD? (rm data/auth.db to start over)"
 for who in alice bob; do
   if ! out=$(SB_NEW_PASSWORD="$DEMO_PASSWORD" sbctl --token "$admin_token" users create --email "$who@example.com" 2>&1); then
@@ -108,7 +109,7 @@ for who in alice bob; do
 done
 declare -A tokens
 for who in admin alice bob; do
-  tokens[$who]=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email "$who@example.com") || die "log in as $who@example.com failed"
+  tokens[$who]=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email "$who@example.com" 2>/dev/null) || die "log in as $who@example.com failed"
 done
 
 cat <<MSG
