@@ -8,8 +8,9 @@
 # line per run to bench-results/results.jsonl.
 #
 #   make bench                                  # the default suite (below)
-#   scripts/bench.sh connect --conns 10000 --rate 2000 --idle 30 --max-connect-time 120
-#   SCOPE=all scripts/bench.sh connect ...      # presence broadcast on (the NestJS default)
+#   scripts/bench.sh "connect 10k" connect --conns 10000 --rate 2000 --idle 30 --max-connect-time 120
+#   SCOPE=all scripts/bench.sh "connect all" connect ...   # presence broadcast on (the NestJS default)
+# (the first argument is a label; the rest go to the loadgen)
 #
 # Settings: BENCH_DIR (../shared/bench), USERS (20000), SCOPE (none: compare with the baseline's
 # PRESENCE_BROADCAST=false runs), EDGE_PORT (13000), THREADS (loadgen threads, 1), LABEL.
@@ -56,7 +57,7 @@ start_stack() {
     "$bin/sb-edge" >"$work/edge.log" 2>&1 & edge_pid=$!; pids+=($edge_pid)
   for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$EDGE_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   curl -fsS "http://127.0.0.1:$EDGE_PORT/readyz" >/dev/null || { echo "stack did not start; logs in $work" >&2; exit 1; }
-  token=$(SB_PASSWORD=bench-password "$bin/sbctl" --auth-addr "$AUTH_ADDR" login --email admin@example.com)
+  token=$(SB_PASSWORD=bench-password "$bin/sbctl" --auth-addr "$AUTH_ADDR" login --email admin@example.com 2>/dev/null)
   "$bin/sbctl" --auth-addr "$AUTH_ADDR" --token "$token" users seed --count "$USERS" --prefix u \
     --domain example.com --admin-every 1000 >&2
 }
@@ -76,12 +77,13 @@ run() {
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 if [ $# -gt 0 ]; then
-  run "$1" "$@"
+  label=$1; shift
+  run "$label" "$@"
   exit 0
 fi
 
 # The default suite: the baseline's scenarios with its flags (BASELINE.md).
-run smoke smoke
+SCOPE=all run smoke smoke
 run "connect 10k" connect --conns 10000 --rate 2000 --idle 30 --max-connect-time 120
 run "fanout 10x100 40/s" --connect-rate 300 --warmup 5 --duration 20 fanout --rooms 10 --members 100 --senders 1 --rate 40
 run "private 500 pairs 4/s" --connect-rate 300 --warmup 5 --duration 20 private --pairs 500 --rate 4
