@@ -8,6 +8,9 @@
 //!
 //! - [`CrashableRuntime`] runs a service on its own runtime so a test can
 //!   kill it as `kill -9` would.
+//! - [`grpc::list_services`] asks a gRPC server's reflection what it serves.
+//! - [`http`] sends plain HTTP requests to `/metrics`, `/readyz` and the
+//!   edge's HTTP API, and reads metric values.
 //!
 //! Tests themselves live in `tests/it/` (one binary).
 
@@ -15,6 +18,8 @@ pub mod auth;
 mod crash;
 mod database;
 pub mod edge;
+pub mod grpc;
+pub mod http;
 pub mod messaging;
 mod nats;
 pub mod presence;

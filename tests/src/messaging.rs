@@ -93,39 +93,3 @@ pub async fn spawn_messaging_on(
         .context("build messaging")?;
     Ok(addresses)
 }
-
-/// Sends `GET path` over plain HTTP/1.0 and returns the status line and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.context("send http request")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.context("read http response")?;
-    let (head, body) = response.split_once("\r\n\r\n").context("http response has no body")?;
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    Ok((status, body.to_owned()))
-}
-
-/// Reads a service's `/metrics` text.
-pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
-    let (status, body) = http_get(addr, "/metrics").await?;
-    anyhow::ensure!(status.contains(" 200"), "metrics answered {status}");
-    Ok(body)
-}
-
-/// The value of one sample in Prometheus text (`name{labels} value`); the
-/// sum over label sets when `name` has several. `None` if absent.
-pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
-    let mut total = None;
-    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let series_name = series.split('{').next().unwrap_or(series);
-        if series_name == name
-            && let Ok(value) = value.parse::<f64>()
-        {
-            *total.get_or_insert(0.0) += value;
-        }
-    }
-    total
-}
