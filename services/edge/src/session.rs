@@ -17,12 +17,12 @@ use sb_authn::VerifiedUser;
 use sb_events::client::PublicUser;
 use sb_events::control::AccessChanged;
 use sb_events::{RoomName, UserId};
+use sb_presence_client::TokenBucket;
 use socketioxide::socket::Sid;
 
 use crate::delivery::{Lease, UserLease};
 use crate::error::ClientError;
 use crate::queue::Job;
-use crate::rate::TokenBucket;
 
 /// How long an access change is remembered for sockets whose verification
 /// was in flight when it arrived.
