@@ -14,7 +14,8 @@ use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+
+use crate::RunningService;
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -27,24 +28,13 @@ pub struct EdgeHandle {
     pub url: String,
     /// The edge's id.
     pub edge_id: String,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), sb_edge::EdgeError>>>,
+    service: RunningService<sb_edge::EdgeError>,
 }
 
 impl EdgeHandle {
     /// Stops the edge gracefully and waits until it has.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.context("edge task panicked")?.context("edge stopped with an error")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for EdgeHandle {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 }
 
@@ -59,9 +49,8 @@ pub async fn spawn_edge(config: sb_edge::Config) -> anyhow::Result<EdgeHandle> {
     let app = sb_edge::App::build(config).await.context("build the edge")?;
     let addr = app.local_addr();
     let edge_id = app.edge_id().to_owned();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(app.run(stop.clone().cancelled_owned()));
-    Ok(EdgeHandle { addr, url: format!("http://{addr}"), edge_id, stop, task: Some(task) })
+    let service = RunningService::spawn("edge", |shutdown| app.run(shutdown));
+    Ok(EdgeHandle { addr, url: format!("http://{addr}"), edge_id, service })
 }
 
 /// Where a client puts its token.

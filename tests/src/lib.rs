@@ -6,6 +6,8 @@
 //!   `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //!   or a temporary SQLite file, and drops it afterwards.
 //!
+//! - [`RunningService`] runs a service's `App::run` on the test's runtime
+//!   until the test stops or drops it.
 //! - [`CrashableRuntime`] runs a service on its own runtime so a test can
 //!   kill it as `kill -9` would.
 //! - [`grpc::list_services`] asks a gRPC server's reflection what it serves.
@@ -23,11 +25,13 @@ pub mod http;
 pub mod messaging;
 mod nats;
 pub mod presence;
+mod running;
 pub mod stack;
 
 pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};
 pub use nats::NatsServer;
+pub use running::RunningService;
 
 use std::future::Future;
 use std::time::Duration;

@@ -11,9 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
-use crate::CrashableRuntime;
+use crate::{CrashableRuntime, RunningService};
 
 /// Messaging settings for a test: loopback port-0 listeners, the given NATS
 /// and database, a short retry delay. Adjust fields before spawning.
@@ -27,8 +26,7 @@ pub struct RunningMessaging {
     pub grpc_addr: SocketAddr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub metrics_addr: SocketAddr,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), sb_messaging::Error>>>,
+    service: RunningService<sb_messaging::Error>,
 }
 
 impl RunningMessaging {
@@ -38,18 +36,8 @@ impl RunningMessaging {
     }
 
     /// Stops it gracefully and waits until it has drained.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.context("join messaging")?.context("messaging stopped with an error")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for RunningMessaging {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 }
 
@@ -59,9 +47,8 @@ pub async fn spawn_messaging(config: sb_messaging::Config) -> anyhow::Result<Run
     sb_telemetry::init_for_tests();
     let app = sb_messaging::App::build(config).await.context("build messaging")?;
     let (grpc_addr, metrics_addr) = (app.grpc_addr(), app.metrics_addr());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(app.run(stop.clone().cancelled_owned()));
-    Ok(RunningMessaging { grpc_addr, metrics_addr, stop, task: Some(task) })
+    let service = RunningService::spawn("messaging", |shutdown| app.run(shutdown));
+    Ok(RunningMessaging { grpc_addr, metrics_addr, service })
 }
 
 /// Builds and runs messaging on `runtime`, which the test may
