@@ -151,11 +151,6 @@ impl Session {
         self.state.lock().rooms.contains_key(room)
     }
 
-    /// The rooms the socket is in, as names.
-    pub fn room_names(&self) -> Vec<String> {
-        self.state.lock().rooms.keys().map(|room| room.as_str().to_owned()).collect()
-    }
-
     /// The current access.
     pub fn access(&self) -> Access {
         self.state.lock().access
