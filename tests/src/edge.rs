@@ -43,6 +43,15 @@ pub fn edge_config(nats_url: &str, auth_addr: &str) -> sb_edge::Config {
     sb_edge::Config::for_tests(nats_url, auth_addr)
 }
 
+/// The ids of a list of users in an ack (`members`, `users`), sorted, so a
+/// test can compare them with the users it expects in any order.
+pub fn sorted_ids(users: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        users.as_array().expect("a list of users").iter().map(|u| u["id"].as_str().unwrap_or("").to_owned()).collect();
+    ids.sort();
+    ids
+}
+
 /// Builds and runs an edge with `config`; returns once it listens.
 pub async fn spawn_edge(config: sb_edge::Config) -> anyhow::Result<EdgeHandle> {
     sb_telemetry::init_for_tests();
