@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use sb_proto::auth::v1 as pb;
 use sb_proto::auth::v1::auth_service_client::AuthServiceClient;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::TestDatabase;
+use crate::{RunningService, TestDatabase};
 
 /// Email of the bootstrap admin every spawned auth has.
 pub const ADMIN_EMAIL: &str = "admin@switchboard.test";
@@ -36,8 +35,7 @@ pub struct AuthHandle {
     pub nats_url: String,
     /// The `DATABASE_URL` it stores into.
     pub database_url: String,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), sb_auth::StartError>>>,
+    service: RunningService<sb_auth::StartError>,
 }
 
 /// The config [`spawn_auth`] uses: loopback port-0 listeners, the given
@@ -74,8 +72,7 @@ pub async fn spawn_auth_with(config: sb_auth::Config) -> anyhow::Result<AuthHand
     let app = sb_auth::App::build(config).await.context("build auth")?;
     let grpc_addr = app.grpc_addr();
     let metrics_addr = app.metrics_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone().cancelled_owned()));
+    let service = RunningService::spawn("auth", |shutdown| app.run(shutdown));
     let mut handle = AuthHandle {
         grpc_addr,
         metrics_addr,
@@ -84,8 +81,7 @@ pub async fn spawn_auth_with(config: sb_auth::Config) -> anyhow::Result<AuthHand
         admin_id: String::new(),
         nats_url,
         database_url,
-        shutdown,
-        task: Some(task),
+        service,
     };
     let login = handle
         .grpc()
@@ -151,17 +147,7 @@ impl AuthHandle {
     }
 
     /// Stops the service and waits until it has shut down.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.context("auth task panicked")?.context("auth run")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for AuthHandle {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 }

@@ -14,7 +14,8 @@ use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::Value;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+
+use crate::RunningService;
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -27,24 +28,13 @@ pub struct EdgeHandle {
     pub url: String,
     /// The edge's id.
     pub edge_id: String,
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<Result<(), sb_edge::EdgeError>>>,
+    service: RunningService<sb_edge::EdgeError>,
 }
 
 impl EdgeHandle {
     /// Stops the edge gracefully and waits until it has.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.context("edge task panicked")?.context("edge stopped with an error")?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for EdgeHandle {
-    fn drop(&mut self) {
-        self.stop.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.service.stop().await
     }
 }
 
@@ -53,15 +43,23 @@ pub fn edge_config(nats_url: &str, auth_addr: &str) -> sb_edge::Config {
     sb_edge::Config::for_tests(nats_url, auth_addr)
 }
 
+/// The ids of a list of users in an ack (`members`, `users`), sorted, so a
+/// test can compare them with the users it expects in any order.
+pub fn sorted_ids(users: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        users.as_array().expect("a list of users").iter().map(|u| u["id"].as_str().unwrap_or("").to_owned()).collect();
+    ids.sort();
+    ids
+}
+
 /// Builds and runs an edge with `config`; returns once it listens.
 pub async fn spawn_edge(config: sb_edge::Config) -> anyhow::Result<EdgeHandle> {
     sb_telemetry::init_for_tests();
     let app = sb_edge::App::build(config).await.context("build the edge")?;
     let addr = app.local_addr();
     let edge_id = app.edge_id().to_owned();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(app.run(stop.clone().cancelled_owned()));
-    Ok(EdgeHandle { addr, url: format!("http://{addr}"), edge_id, stop, task: Some(task) })
+    let service = RunningService::spawn("edge", |shutdown| app.run(shutdown));
+    Ok(EdgeHandle { addr, url: format!("http://{addr}"), edge_id, service })
 }
 
 /// Where a client puts its token.
@@ -392,52 +390,6 @@ fn urlencode(text: &str) -> String {
         }
     }
     out
-}
-
-/// A plain HTTP/1.1 request to the edge (`Connection: close`); returns the
-/// status code and the body.
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.context("connect to the edge")?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.context("send the request")?;
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .context("response timed out")?
-        .context("read the response")?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| anyhow!("malformed response: {text}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head}"))?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
-    Ok((status, body))
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
 }
 
 /// Claims of a token minted by a test.

@@ -6,8 +6,13 @@
 //!   `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //!   or a temporary SQLite file, and drops it afterwards.
 //!
+//! - [`RunningService`] runs a service's `App::run` on the test's runtime
+//!   until the test stops or drops it.
 //! - [`CrashableRuntime`] runs a service on its own runtime so a test can
 //!   kill it as `kill -9` would.
+//! - [`grpc::list_services`] asks a gRPC server's reflection what it serves.
+//! - [`http`] sends plain HTTP requests to `/metrics`, `/readyz` and the
+//!   edge's HTTP API, and reads metric values.
 //!
 //! Tests themselves live in `tests/it/` (one binary).
 
@@ -15,14 +20,18 @@ pub mod auth;
 mod crash;
 mod database;
 pub mod edge;
+pub mod grpc;
+pub mod http;
 pub mod messaging;
 mod nats;
 pub mod presence;
+mod running;
 pub mod stack;
 
 pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};
 pub use nats::NatsServer;
+pub use running::RunningService;
 
 use std::future::Future;
 use std::time::Duration;

@@ -18,8 +18,10 @@ type InjectFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Stat
 /// [`AuthClient`] has no method for (see [`AuthClient::grpc`]).
 pub type AuthGrpcClient = AuthServiceClient<InterceptedService<Channel, InjectFn>>;
 
-/// A user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A user's role: what auth stores, signs into the `role` claim (as
+/// `user` / `admin`) and answers in `VerifyToken`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// An ordinary user.
     User,
@@ -28,11 +30,28 @@ pub enum Role {
 }
 
 impl Role {
-    /// `user` or `admin`, the text of the JWT `role` claim.
+    /// `user` or `admin`, as stored and as in the JWT `role` claim.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
             Self::Admin => "admin",
+        }
+    }
+
+    /// Reads the stored text (`user` or `admin`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Self::User),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// The proto enum value.
+    pub fn to_proto(self) -> i32 {
+        match self {
+            Self::User => pb::Role::User as i32,
+            Self::Admin => pb::Role::Admin as i32,
         }
     }
 

@@ -10,10 +10,14 @@
 //! | [`DatabaseArgs`] | `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS` |
 //! | [`TelemetryArgs`] | `RUST_LOG`, `LOG_FORMAT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`, `OTEL_SDK_DISABLED` |
 //!
-//! Secrets are [`Secret`]s, which never print their value.
+//! Secrets are [`Secret`]s, which never print their value. [`bind_listener`]
+//! binds a configured address and names the listener when it cannot.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
+
+use tokio::net::TcpListener;
 
 /// A secret setting (a signing key, a password). `Debug` and `Display` print
 /// `***`, so a config struct can be logged whole; read it with [`Secret::expose`].
@@ -160,6 +164,25 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// A listener that could not be bound: which one, where, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("bind {what} on {addr}: {source}")]
+pub struct BindError {
+    /// Which listener (`gRPC`, `metrics`).
+    pub what: &'static str,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why it failed.
+    pub source: std::io::Error,
+}
+
+/// Binds the `what` listener (`gRPC`, `metrics`) on `addr`; port 0 picks a
+/// free port. The error says which listener and where, so an operator can
+/// tell a taken gRPC port from a taken metrics port.
+pub async fn bind_listener(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|source| BindError { what, addr, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +211,14 @@ mod tests {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret:?} {secret}"), "*** ***");
         assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_names_the_listener_and_where() {
+        let taken = bind_listener("gRPC", "127.0.0.1:0".parse().unwrap()).await.expect("bind a free port");
+        let addr = taken.local_addr().expect("bound address");
+        let error = bind_listener("metrics", addr).await.expect_err("the port is taken");
+        assert_eq!((error.what, error.addr), ("metrics", addr));
+        assert!(error.to_string().starts_with(&format!("bind metrics on {addr}: ")), "{error}");
     }
 }

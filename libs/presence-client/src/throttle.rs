@@ -13,21 +13,18 @@
 
 use std::time::Instant;
 
+use crate::TokenBucket;
+
 /// A token bucket of presence frames per second for one edge.
 #[derive(Debug, Clone)]
-pub struct PresenceThrottle {
-    frames_per_second: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<Instant>,
-}
+pub struct PresenceThrottle(TokenBucket);
 
 impl PresenceThrottle {
     /// A budget of `frames_per_second` presence frames, up to one second's
     /// worth at once. 0 means unbounded.
     pub fn new(frames_per_second: u64) -> Self {
         let rate = frames_per_second as f64;
-        Self { frames_per_second: rate, burst: rate, tokens: rate, last: None }
+        Self(TokenBucket::new(rate, rate, Instant::now()))
     }
 
     /// Whether one presence change may be emitted now to `sockets` local
@@ -35,21 +32,7 @@ impl PresenceThrottle {
     /// more sockets than one second's budget is admitted only into a full
     /// bucket (so it is never starved forever).
     pub fn admit(&mut self, now: Instant, sockets: usize) -> bool {
-        if self.frames_per_second <= 0.0 {
-            return true;
-        }
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.frames_per_second).min(self.burst);
-        }
-        self.last = Some(now);
-        let cost = (sockets as f64).min(self.burst);
-        if self.tokens >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
-        }
+        self.0.try_take_n(now, sockets as f64)
     }
 }
 

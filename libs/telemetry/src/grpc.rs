@@ -1,7 +1,9 @@
 //! W3C trace context through gRPC: [`server_span`] for
 //! `Server::builder().trace_fn(..)` makes each request's span a child of the
-//! caller's `traceparent`; [`inject`] is a client interceptor that adds the
-//! current span's context to outgoing requests:
+//! caller's `traceparent`; [`router`] starts a server with it and with the
+//! health and reflection services every Switchboard gRPC server carries;
+//! [`inject`] is a client interceptor that adds the current span's context
+//! to outgoing requests:
 //!
 //! ```ignore
 //! let client = AuthServiceClient::with_interceptor(channel, sb_telemetry::grpc::inject);
@@ -49,6 +51,19 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     );
     let _ = span.set_parent(parent);
     span
+}
+
+/// Starts the gRPC server every Switchboard service runs: one [`server_span`]
+/// per request, tonic-health's `health` service and the v1 `reflection`
+/// service. The caller adds its own service and serves the router on its
+/// pre-bound listener (`serve_with_incoming_shutdown`).
+pub fn router(
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    reflection: tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder().trace_fn(server_span).add_service(health).add_service(reflection)
 }
 
 /// Client interceptor: adds the current span's trace context to the request.

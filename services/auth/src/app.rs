@@ -41,15 +41,8 @@ pub enum StartError {
     )]
     MissingJwtSecret,
     /// A listener could not be bound.
-    #[error("bind the {what} listener on {addr}: {source}")]
-    Bind {
-        /// Which listener (`gRPC`, `metrics`).
-        what: &'static str,
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] sb_config::BindError),
     /// The database could not be reached or migrated.
     #[error(transparent)]
     Database(#[from] sb_db::DbError),
@@ -80,10 +73,6 @@ pub struct App {
     registry: Arc<Registry>,
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
-}
-
 impl App {
     /// Checks the settings, binds both listeners, connects to the database
     /// (migrating it) and to NATS, and creates the bootstrap admin.
@@ -105,14 +94,14 @@ impl App {
         };
         let keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(config.clock_skew_secs));
 
-        let grpc_listener = bind("gRPC", config.grpc_addr).await?;
-        let metrics_listener = bind("metrics", config.metrics_addr).await?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| StartError::Bind {
+        let grpc_listener = sb_config::bind_listener("gRPC", config.grpc_addr).await?;
+        let metrics_listener = sb_config::bind_listener("metrics", config.metrics_addr).await?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| sb_config::BindError {
             what: "gRPC",
             addr: config.grpc_addr,
             source,
         })?;
-        let metrics_addr = metrics_listener.local_addr().map_err(|source| StartError::Bind {
+        let metrics_addr = metrics_listener.local_addr().map_err(|source| sb_config::BindError {
             what: "metrics",
             addr: config.metrics_addr,
             source,
@@ -169,10 +158,7 @@ impl App {
         let grpc_service = AuthServiceServer::new(AuthGrpc::new(Arc::clone(&self.core)));
         let grpc_token = token.clone();
         let grpc = async move {
-            let serve = tonic::transport::Server::builder()
-                .trace_fn(sb_telemetry::grpc::server_span)
-                .add_service(health_service)
-                .add_service(reflection)
+            let serve = sb_telemetry::grpc::router(health_service, reflection)
                 .add_service(grpc_service)
                 .serve_with_incoming_shutdown(incoming, grpc_token.clone().cancelled_owned());
             let drain_deadline = async {

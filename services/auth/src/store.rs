@@ -6,46 +6,10 @@
 //! only executed: one primary-key search.
 
 use sb_db::Db;
-use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-/// A user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// An ordinary user.
-    User,
-    /// May call admin RPCs.
-    Admin,
-}
-
-impl Role {
-    /// `user` or `admin`, as stored and as in the `role` claim.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// Reads the stored text.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "user" => Some(Self::User),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-
-    /// The proto enum value.
-    pub fn to_proto(self) -> i32 {
-        match self {
-            Self::User => sb_proto::auth::v1::Role::User as i32,
-            Self::Admin => sb_proto::auth::v1::Role::Admin as i32,
-        }
-    }
-}
+pub use sb_authn::Role;
 
 /// A stored user, without its password hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

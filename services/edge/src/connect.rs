@@ -29,12 +29,12 @@ use axum::extract::Query;
 use http::header::AUTHORIZATION;
 use sb_authn::AuthFailure;
 use sb_events::UserId;
+use sb_presence_client::TokenBucket;
 use serde_json::Value;
 use socketioxide::extract::TryData;
 
 use crate::ctx::EdgeCtx;
 use crate::queue::{self, Dispatcher};
-use crate::rate::TokenBucket;
 use crate::session::Session;
 use crate::socket::SocketArc;
 
@@ -135,7 +135,7 @@ async fn authenticate_inner(
     })?;
     let user_id =
         UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
-    let bucket = TokenBucket::new(ctx.rate_per_sec, ctx.rate_burst, std::time::Instant::now());
+    let bucket = TokenBucket::new(ctx.rate_per_sec, f64::from(ctx.rate_burst), std::time::Instant::now());
     let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry));
     ctx.registry.insert(&session).map_err(|reason| ConnectRefusal::Token(reason_text(reason)))?;
 

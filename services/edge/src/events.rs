@@ -155,7 +155,7 @@ async fn dispatch(
         "admin_broadcast" => admin_broadcast(ctx, session, socket, arg).await,
         "get_history" => get_history(ctx, session, payload::get_history(arg)?).await,
         "get_online_users" => get_online_users(ctx, session, socket, payload::get_online_users(arg)?).await,
-        other => Err(ClientError::UnknownEvent(echo_name(other))),
+        other => Err(ClientError::UnknownEvent(echo_name(other).into_owned())),
     }
 }
 

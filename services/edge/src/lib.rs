@@ -18,7 +18,8 @@
 //! - [`presence`]: reporting to presence and asking it (via `sb_presence_client`).
 //! - [`control`]: access changes (revocation) from auth.
 //! - [`http`]: `/auth/login`, health, readiness, metrics, CORS.
-//! - [`metrics`], [`rate`], [`error`], [`socket`]: the pieces they share.
+//! - [`metrics`], [`error`], [`socket`]: the pieces they share (each
+//!   socket's event budget is a [`sb_presence_client::TokenBucket`]).
 
 pub mod app;
 pub mod config;
@@ -33,7 +34,6 @@ pub mod metrics;
 pub mod payload;
 pub mod presence;
 pub mod queue;
-pub mod rate;
 pub mod session;
 pub mod socket;
 

@@ -20,6 +20,7 @@
 //! The session keeps only a weak reference to the socket and queued events
 //! keep only their ack id, so nothing in the queue keeps a dead socket alive.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -55,14 +56,15 @@ pub(crate) enum Job {
 /// Longest event name repeated back to a client in an error.
 const EVENT_NAME_ECHO_MAX: usize = 64;
 
-/// The event name as it may appear in an error message.
-pub(crate) fn echo_name(name: &str) -> String {
+/// The event name as it may appear in an error message or a log field
+/// (borrowed unless it must be shortened: this runs for every event).
+pub(crate) fn echo_name(name: &str) -> Cow<'_, str> {
     if name.chars().count() <= EVENT_NAME_ECHO_MAX {
-        return name.to_owned();
+        return Cow::Borrowed(name);
     }
     let mut short: String = name.chars().take(EVENT_NAME_ECHO_MAX).collect();
     short.push('…');
-    short
+    Cow::Owned(short)
 }
 
 /// Receives every event of one socket, in arrival order, and queues it.
@@ -181,7 +183,7 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
                 let span = tracing::info_span!(
                     parent: None,
                     "socketio.event",
-                    otel.name = %format!("socketio {}", crate::events::metric_name(&frame.name)),
+                    otel.name = %format_args!("socketio {}", crate::events::metric_name(&frame.name)),
                     otel.kind = "server",
                     event = %echo_name(&frame.name),
                     sid = %socket.id,

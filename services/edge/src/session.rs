@@ -17,12 +17,12 @@ use sb_authn::VerifiedUser;
 use sb_events::client::PublicUser;
 use sb_events::control::AccessChanged;
 use sb_events::{RoomName, UserId};
+use sb_presence_client::TokenBucket;
 use socketioxide::socket::Sid;
 
 use crate::delivery::{Lease, UserLease};
 use crate::error::ClientError;
 use crate::queue::Job;
-use crate::rate::TokenBucket;
 
 /// How long an access change is remembered for sockets whose verification
 /// was in flight when it arrived.
@@ -149,11 +149,6 @@ impl Session {
     /// Whether the socket is in `room`.
     pub fn in_room(&self, room: &RoomName) -> bool {
         self.state.lock().rooms.contains_key(room)
-    }
-
-    /// The rooms the socket is in, as names.
-    pub fn room_names(&self) -> Vec<String> {
-        self.state.lock().rooms.keys().map(|room| room.as_str().to_owned()).collect()
     }
 
     /// The current access.

@@ -418,11 +418,10 @@ fn to_row(message: &ValidMessage, online: &HashSet<String>) -> MessageRow {
     let accepted = &message.accepted;
     let recipient = message.recipient().map(|user| user.as_str().to_owned());
     let delivered = recipient.as_ref().is_none_or(|to| online.contains(to));
-    let payload = message.new_message();
     MessageRow {
         id: accepted.id.clone(),
         kind: accepted.kind,
-        room: payload.room,
+        room: message.room().map(|room| room.as_str().to_owned()),
         from: accepted.from.clone(),
         recipient,
         body: accepted.message.clone(),

@@ -64,15 +64,8 @@ pub enum Error {
     #[error(transparent)]
     Requests(#[from] requests::RequestsError),
     /// A listener could not be bound.
-    #[error("bind {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] sb_config::BindError),
     /// `AUTH_ADDR` is not usable.
     #[error("invalid AUTH_ADDR {addr:?}: {reason}")]
     AuthAddr {
@@ -142,16 +135,8 @@ impl App {
         let subscriptions = requests.subscribe().await?;
         let api = MessagingApi::new(&config, bus.clone(), store, metrics)?;
 
-        let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| Error::Bind {
-            what: "gRPC",
-            addr: config.grpc_addr,
-            source,
-        })?;
-        let metrics_listener = TcpListener::bind(config.metrics_addr).await.map_err(|source| Error::Bind {
-            what: "metrics",
-            addr: config.metrics_addr,
-            source,
-        })?;
+        let grpc_listener = sb_config::bind_listener("gRPC", config.grpc_addr).await?;
+        let metrics_listener = sb_config::bind_listener("metrics", config.metrics_addr).await?;
         Ok(Self {
             config,
             bus,
@@ -206,10 +191,7 @@ impl App {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let grpc_server = tonic::transport::Server::builder()
-            .trace_fn(sb_telemetry::grpc::server_span)
-            .add_service(health_service)
-            .add_service(reflection)
+        let grpc_server = sb_telemetry::grpc::router(health_service, reflection)
             .add_service(MessagingServiceServer::new(api))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener),

@@ -83,16 +83,18 @@ impl ValidMessage {
         NewMessage {
             id: accepted.id.clone(),
             from: accepted.from.clone(),
-            room: match &self.target {
-                Target::Room(room) => Some(room.as_str().to_owned()),
-                _ => None,
-            },
-            to: match &self.target {
-                Target::Private(to) => Some(to.as_str().to_owned()),
-                _ => None,
-            },
+            room: self.room().map(|room| room.as_str().to_owned()),
+            to: self.recipient().map(|to| to.as_str().to_owned()),
             message: accepted.message.clone(),
             timestamp: sb_events::timestamp::rfc3339_ms(accepted.timestamp_ms),
+        }
+    }
+
+    /// The room, if this is a room message.
+    pub fn room(&self) -> Option<&RoomName> {
+        match &self.target {
+            Target::Room(room) => Some(room),
+            _ => None,
         }
     }
 
@@ -111,18 +113,15 @@ impl ValidMessage {
                 vec![(subjects.deliver_room(room), Delivery::new(event::NEW_MESSAGE, &self.new_message())?)]
             }
             Target::Private(to) => {
-                let payload = self.new_message();
-                let origin_socket = self.accepted.origin.as_ref().map(|origin| origin.socket.clone());
-                let mut to_sender = Delivery::new(event::NEW_MESSAGE, &payload)?;
-                to_sender.except_socket = origin_socket;
+                // The payload is serialized once; the sender's copy skips the socket it came from.
+                let to_recipient = Delivery::new(event::NEW_MESSAGE, &self.new_message())?;
+                let except_socket = self.accepted.origin.as_ref().map(|origin| origin.socket.clone());
                 if *to == self.sender {
                     // A note to oneself: one delivery reaches every other socket.
-                    vec![(subjects.deliver_user(to), to_sender)]
+                    vec![(subjects.deliver_user(to), Delivery { except_socket, ..to_recipient })]
                 } else {
-                    vec![
-                        (subjects.deliver_user(to), Delivery::new(event::NEW_MESSAGE, &payload)?),
-                        (subjects.deliver_user(&self.sender), to_sender),
-                    ]
+                    let to_sender = Delivery { except_socket, ..to_recipient.clone() };
+                    vec![(subjects.deliver_user(to), to_recipient), (subjects.deliver_user(&self.sender), to_sender)]
                 }
             }
             Target::Broadcast => {

@@ -41,15 +41,8 @@ pub enum Error {
     #[error("set up the presence streams: {0}")]
     Streams(String),
     /// A listener could not be bound.
-    #[error("bind {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] sb_config::BindError),
     /// `AUTH_ADDR` is not usable.
     #[error("auth client: {0}")]
     Authn(#[from] sb_authn::AuthnError),
@@ -101,16 +94,8 @@ impl App {
             .await
             .map_err(|error| Error::Streams(error.to_string()))?;
 
-        let grpc_listener = TcpListener::bind(config.grpc_addr).await.map_err(|source| Error::Bind {
-            what: "gRPC",
-            addr: config.grpc_addr,
-            source,
-        })?;
-        let metrics_listener = TcpListener::bind(config.metrics_addr).await.map_err(|source| Error::Bind {
-            what: "metrics",
-            addr: config.metrics_addr,
-            source,
-        })?;
+        let grpc_listener = sb_config::bind_listener("gRPC", config.grpc_addr).await?;
+        let metrics_listener = sb_config::bind_listener("metrics", config.metrics_addr).await?;
 
         let metrics = Metrics::default();
         let mut registry = Registry::default();
@@ -212,10 +197,7 @@ impl App {
             .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|error| Error::Streams(format!("build gRPC reflection: {error}")))?;
-        let grpc = tonic::transport::Server::builder()
-            .trace_fn(sb_telemetry::grpc::server_span)
-            .add_service(health_service)
-            .add_service(reflection)
+        let grpc = sb_telemetry::grpc::router(health_service, reflection)
             .add_service(PresenceServiceServer::new(PresenceGrpc::new(replica.clone(), guard)))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener),

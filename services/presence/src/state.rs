@@ -539,29 +539,20 @@ impl State {
 
     /// Every edge the state knows, ordered by id.
     pub fn edges(&self) -> Vec<EdgeView> {
-        let mut views: Vec<EdgeView> = self
-            .edges
-            .iter()
-            .map(|(edge, entry)| EdgeView {
-                edge: edge.clone(),
-                incarnation: entry.incarnation.clone(),
-                last_seq: entry.last_seq,
-                sockets: entry.sockets.len() as u64,
-                users: entry.sockets.values().map(|s| s.user.id.as_str()).collect::<BTreeSet<_>>().len() as u64,
-                synced: entry.synced,
-                down: entry.down,
-                held: entry.held.len(),
-                history_from_ms: entry.history_from_ms,
-            })
-            .collect();
+        let mut views: Vec<EdgeView> = self.edges.iter().map(|(edge, entry)| EdgeView::of(edge, entry)).collect();
         views.sort_by(|a, b| a.edge.cmp(&b.edge));
         views
     }
 
     /// One edge's view.
     pub fn edge(&self, edge: &str) -> Option<EdgeView> {
-        let entry = self.edges.get(edge)?;
-        Some(EdgeView {
+        self.edges.get(edge).map(|entry| EdgeView::of(edge, entry))
+    }
+}
+
+impl EdgeView {
+    fn of(edge: &str, entry: &EdgeEntry) -> Self {
+        Self {
             edge: edge.to_owned(),
             incarnation: entry.incarnation.clone(),
             last_seq: entry.last_seq,
@@ -571,7 +562,7 @@ impl State {
             down: entry.down,
             held: entry.held.len(),
             history_from_ms: entry.history_from_ms,
-        })
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 
 use sb_proto::auth::v1 as pb;
 use sb_tests::auth::{ADMIN_EMAIL, auth_config, spawn_auth_with};
+use sb_tests::http::http_response;
 use sb_tests::{DbKind, NatsServer, TestDatabase};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{Env, both};
 
@@ -71,27 +71,8 @@ async fn channel(env: &Env) -> tonic::transport::Channel {
 }
 
 async fn reflection_lists_the_service_and_health_serves(kind: DbKind) {
-    use futures_util::StreamExt as _;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
     let env = Env::start(kind).await;
-    let mut reflection = ServerReflectionClient::new(channel(&env).await);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures_util::stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let response = responses.next().await.expect("one response").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer: {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    let names = sb_tests::grpc::list_services(channel(&env).await).await.expect("reflection");
     assert!(names.contains(&"switchboard.auth.v1.AuthService".to_owned()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
     assert!(!names.iter().any(|name| name.contains("presence")), "only what auth serves: {names:?}");
@@ -109,30 +90,21 @@ async fn reflection_lists_the_service_and_health_serves(kind: DbKind) {
 }
 both!(reflection_lists_the_service_and_health_serves);
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect metrics");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("read response");
-    body
-}
-
 async fn metrics_count_verify_results(kind: DbKind) {
     let env = Env::start(kind).await;
     env.verify(&env.auth.admin_token).await.expect("valid");
     let _ = env.verify("garbage").await;
     let _ = env.verify("").await;
-    let metrics = http_get(env.auth.metrics_addr, "/metrics").await;
+    let metrics = http_response(env.auth.metrics_addr, "GET", "/metrics", None).await.expect("metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("sb_auth_verify_total{result=\"ok\"} 1"), "{metrics}");
     assert!(metrics.contains("sb_auth_verify_total{result=\"token_invalid\"} 1"), "{metrics}");
     assert!(metrics.contains("sb_auth_verify_total{result=\"token_missing\"} 1"), "{metrics}");
     assert!(metrics.contains("sb_auth_verify_duration_seconds_count 3"), "{metrics}");
     assert!(metrics.contains("sb_auth_login_total{result=\"ok\"} 1"), "the harness logged the admin in: {metrics}");
-    assert!(http_get(env.auth.metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        http_response(env.auth.metrics_addr, "GET", "/readyz", None).await.expect("readyz").starts_with("HTTP/1.1 200")
+    );
 }
 both!(metrics_count_verify_results);
 

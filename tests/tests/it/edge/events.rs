@@ -36,13 +36,7 @@ async fn events_round_trip(db: DbKind) {
     assert_eq!(joined["status"], "ok");
     assert_eq!(joined["members"], json!([{"id": alice.id, "email": alice.email}]));
     let joined = b.ack("join_room", json!({"room": "lobby"})).await.expect("bob joins");
-    let mut members: Vec<String> = joined["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| m["id"].as_str().unwrap_or("").to_owned())
-        .collect();
-    members.sort();
+    let members = sb_tests::edge::sorted_ids(&joined["members"]);
     let mut expected = vec![alice.id.clone(), bob.id.clone()];
     expected.sort();
     assert_eq!(members, expected);

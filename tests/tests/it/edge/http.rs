@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use sb_tests::DbKind;
 use sb_tests::auth::{ADMIN_EMAIL, ADMIN_PASSWORD};
-use sb_tests::edge::{TestClient, http_request};
+use sb_tests::edge::TestClient;
+use sb_tests::http::http_request;
 use sb_tests::stack::TestStack;
 use serde_json::{Value, json};
 

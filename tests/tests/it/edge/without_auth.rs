@@ -2,7 +2,8 @@
 //! not ready, and says so on `/auth/login`.
 
 use sb_tests::NatsServer;
-use sb_tests::edge::{TestClient, TokenVia, Transport, edge_config, http_request, spawn_edge};
+use sb_tests::edge::{TestClient, TokenVia, Transport, edge_config, spawn_edge};
+use sb_tests::http::http_request;
 
 /// An address where nothing listens.
 fn dead_auth_addr() -> String {

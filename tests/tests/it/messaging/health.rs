@@ -17,26 +17,10 @@ async fn health_and_reflection_are_served() {
         .into_inner();
     assert_eq!(status.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
 
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures_util::stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let response = responses.message().await.expect("reflection answer").expect("one answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer {response:?}");
-    };
-    assert!(list.service.iter().any(|service| service.name == "switchboard.messaging.v1.MessagingService"));
+    let names = sb_tests::grpc::list_services(channel).await.expect("reflection");
+    assert!(names.iter().any(|name| name == "switchboard.messaging.v1.MessagingService"));
 
-    let (status, body) = sb_tests::messaging::http_get(messaging.metrics_addr, "/readyz").await.expect("readyz");
+    let (status, body) = sb_tests::http::http_get(messaging.metrics_addr, "/readyz").await.expect("readyz");
     assert!(status.contains(" 200"), "{status} {body}");
     messaging.stop().await.expect("stops cleanly");
 }

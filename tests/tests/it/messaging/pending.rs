@@ -176,9 +176,9 @@ async fn with_presence_running_only_offline_recipients_get_pending_messages(kind
     assert!(claim(&env, "bob", 100).await.expect("claim for bob").messages.is_empty());
     let for_carol = claim(&env, "carol", 100).await.expect("claim for carol");
     assert_eq!(for_carol.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [to_carol.id.as_str()]);
-    let metrics = sb_tests::messaging::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
+    let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
     assert_eq!(
-        sb_tests::messaging::metric_value(&metrics, "messaging_presence_query_failures_total"),
+        sb_tests::http::metric_value(&metrics, "messaging_presence_query_failures_total"),
         Some(1.0),
         "only the question asked before presence ran went unanswered"
     );

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use sb_tests::messaging::{metric_value, scrape_metrics};
+use sb_tests::http::{metric_value, scrape_metrics};
 
 use super::*;
 

@@ -39,10 +39,10 @@ async fn measure(kind: DbKind) {
     .await;
     wait_for_consumer_idle(&env.edge).await;
     let elapsed = started.elapsed();
-    let metrics = sb_tests::messaging::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
-    let stored = sb_tests::messaging::metric_value(&metrics, "messaging_messages_stored_total").unwrap_or(0.0);
-    let batches = sb_tests::messaging::metric_value(&metrics, "messaging_batch_size_count").unwrap_or(0.0);
-    let store_seconds = sb_tests::messaging::metric_value(&metrics, "messaging_store_seconds_sum").unwrap_or(0.0);
+    let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
+    let stored = sb_tests::http::metric_value(&metrics, "messaging_messages_stored_total").unwrap_or(0.0);
+    let batches = sb_tests::http::metric_value(&metrics, "messaging_batch_size_count").unwrap_or(0.0);
+    let store_seconds = sb_tests::http::metric_value(&metrics, "messaging_store_seconds_sum").unwrap_or(0.0);
     println!(
         "{kind:?}: {total} messages stored+routed+acked in {:.2} s = {:.0} msg/s ({stored} stored, {batches} batches, \
          mean batch {:.0}, {:.1} ms per batch write)",

@@ -82,13 +82,7 @@ async fn get_online_users_and_join_acks_are_cluster_wide() {
     let asker_user = stack.user("asker").await.expect("user");
     let asker = TestClient::connect_ws(&stack.edges[1].url, &asker_user.token).await.expect("asker");
     let joined = asker.ack("join_room", json!({"room": "lobby"})).await.expect("join ack");
-    let mut members: Vec<String> = joined["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| m["id"].as_str().unwrap_or("").to_owned())
-        .collect();
-    members.sort();
+    let members = sb_tests::edge::sorted_ids(&joined["members"]);
     let mut expected: Vec<String> = users.iter().map(|u| u.id.clone()).chain([asker_user.id.clone()]).collect();
     expected.sort();
     assert_eq!(members, expected);

@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use sb_proto::auth::v1::Role;
 use sb_proto::presence::v1 as pb;
 use sb_proto::presence::v1::presence_service_client::PresenceServiceClient;
 use sb_tests::auth::{AuthHandle, spawn_auth};
+use sb_tests::http::http_response;
 use sb_tests::presence::{PresenceReplica, SimEdge, replica_config, user};
 use sb_tests::{DbKind, NatsServer, TestDatabase};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -20,17 +19,6 @@ async fn channel(replica: &PresenceReplica) -> Channel {
         .connect()
         .await
         .expect("connect to presence")
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect metrics");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("read response");
-    body
 }
 
 #[tokio::test]
@@ -140,36 +128,20 @@ async fn admin_reads_sessions_rooms_and_stats_and_others_are_refused() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("id"), "{status:?}");
 
-    let metrics = http_get(replica.metrics_addr, "/metrics").await;
+    let metrics = http_response(replica.metrics_addr, "GET", "/metrics", None).await.expect("metrics");
     assert!(metrics.contains("presence_users 6"), "{metrics}");
     assert!(metrics.contains("presence_sockets 7"), "{metrics}");
-    assert!(http_get(replica.metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(
+        http_response(replica.metrics_addr, "GET", "/readyz", None).await.expect("readyz").starts_with("HTTP/1.1 200")
+    );
     replica.stop().await;
 }
 
 #[tokio::test]
 async fn reflection_and_health_serve() {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
     let nats = NatsServer::start().await.expect("nats");
     let replica = PresenceReplica::start(replica_config(nats.url(), "127.0.0.1:9")).await.expect("presence");
-    let mut reflection = ServerReflectionClient::new(channel(&replica).await);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures_util::stream::iter([request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let response = responses.next().await.expect("one response").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer: {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|service| service.name).collect();
+    let names = sb_tests::grpc::list_services(channel(&replica).await).await.expect("reflection");
     assert!(names.contains(&"switchboard.presence.v1.PresenceService".to_owned()), "{names:?}");
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&replica).await);
