@@ -66,6 +66,26 @@ pub fn router(
     tonic::transport::Server::builder().trace_fn(server_span).add_service(health).add_service(reflection)
 }
 
+/// Builds the v1 reflection service for one Switchboard service: it lists
+/// `service` (e.g. `switchboard.auth.v1.AuthService`, described in
+/// `descriptor_set`), `grpc.health.v1.Health` and the reflection service
+/// itself — what the server really serves, so `grpcurl list` tells the truth.
+pub fn reflection(
+    descriptor_set: &'static [u8],
+    service: &'static str,
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+}
+
 /// Client interceptor: adds the current span's trace context to the request.
 #[allow(clippy::result_large_err)] // tonic's Interceptor signature
 pub fn inject(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {

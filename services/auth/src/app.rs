@@ -146,13 +146,8 @@ impl App {
         let readiness = Readiness::new();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<AuthServiceServer<AuthGrpc>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("switchboard.auth.v1.AuthService")
-            .with_service_name("grpc.health.v1.Health")
-            .with_service_name("grpc.reflection.v1.ServerReflection")
-            .build_v1()?;
+        let reflection =
+            sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, "switchboard.auth.v1.AuthService")?;
 
         let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
         let grpc_service = AuthServiceServer::new(AuthGrpc::new(Arc::clone(&self.core)));

@@ -188,9 +188,8 @@ impl App {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<MessagingServiceServer<MessagingApi>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let reflection =
+            sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, "switchboard.messaging.v1.MessagingService")?;
         let grpc_server = sb_telemetry::grpc::router(health_service, reflection)
             .add_service(MessagingServiceServer::new(api))
             .serve_with_incoming_shutdown(

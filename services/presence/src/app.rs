@@ -49,6 +49,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("serve gRPC: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("build the gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// One presence replica, built and ready to run.
@@ -193,10 +196,8 @@ impl App {
             }
         });
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sb_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|error| Error::Streams(format!("build gRPC reflection: {error}")))?;
+        let reflection =
+            sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, "switchboard.presence.v1.PresenceService")?;
         let grpc = sb_telemetry::grpc::router(health_service, reflection)
             .add_service(PresenceServiceServer::new(PresenceGrpc::new(replica.clone(), guard)))
             .serve_with_incoming_shutdown(

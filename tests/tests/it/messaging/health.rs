@@ -19,6 +19,11 @@ async fn health_and_reflection_are_served() {
 
     let names = sb_tests::grpc::list_services(channel).await.expect("reflection");
     assert!(names.iter().any(|name| name == "switchboard.messaging.v1.MessagingService"));
+    assert!(names.iter().any(|name| name == "grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        !names.iter().any(|name| name.contains("auth") || name.contains("presence")),
+        "only what messaging serves: {names:?}"
+    );
 
     let (status, body) = sb_tests::http::http_get(messaging.metrics_addr, "/readyz").await.expect("readyz");
     assert!(status.contains(" 200"), "{status} {body}");

@@ -143,6 +143,11 @@ async fn reflection_and_health_serve() {
     let replica = PresenceReplica::start(replica_config(nats.url(), "127.0.0.1:9")).await.expect("presence");
     let names = sb_tests::grpc::list_services(channel(&replica).await).await.expect("reflection");
     assert!(names.contains(&"switchboard.presence.v1.PresenceService".to_owned()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        !names.iter().any(|name| name.contains("auth") || name.contains("messaging")),
+        "only what presence serves: {names:?}"
+    );
 
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&replica).await);
     let status = health
