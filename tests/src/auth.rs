@@ -48,6 +48,8 @@ pub fn auth_config(database_url: &str, nats_url: &str, secret: Option<&str>) -> 
         dev: false,
         token_ttl_secs: 3600,
         clock_skew_secs: 5,
+        login_max_failures: 10,
+        login_failure_window_secs: 300,
         bootstrap_admin_email: Some(ADMIN_EMAIL.to_owned()),
         bootstrap_admin_password: Some(sb_config::Secret::from(ADMIN_PASSWORD)),
         database: sb_config::DatabaseArgs::for_url(database_url),

@@ -106,6 +106,10 @@ pub enum AuthnError {
     /// The caller is authenticated but not allowed.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// Auth refused for now (too many failed logins for the email); the
+    /// message says how long to wait.
+    #[error("{0}")]
+    Throttled(String),
     /// Auth could not be reached or failed internally; retry later.
     #[error("auth unavailable: {0}")]
     Unavailable(String),
@@ -128,6 +132,7 @@ impl AuthnError {
             tonic::Code::Unauthenticated => Self::Rejected(AuthFailure::from_unauthenticated_message(&message)),
             tonic::Code::InvalidArgument => Self::InvalidArgument(message),
             tonic::Code::PermissionDenied => Self::PermissionDenied(message),
+            tonic::Code::ResourceExhausted => Self::Throttled(message),
             code => Self::Unavailable(format!("{code:?}: {message}")),
         }
     }

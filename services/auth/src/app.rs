@@ -20,6 +20,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::{Config, DEV_JWT_SECRET, MAX_TOKEN_TTL_SECS};
 use crate::error::AuthError;
 use crate::grpc::AuthGrpc;
+use crate::login_guard::LoginGuard;
 use crate::metrics::AuthMetrics;
 use crate::service::AuthCore;
 use crate::store::Store;
@@ -120,6 +121,10 @@ impl App {
             metrics,
             token_ttl_s: config.token_ttl_secs,
             max_token_ttl_s: MAX_TOKEN_TTL_SECS,
+            login_guard: LoginGuard::new(
+                config.login_max_failures,
+                Duration::from_secs(config.login_failure_window_secs),
+            ),
         });
         if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
             core.ensure_bootstrap_admin(email, password.expose()).await.map_err(StartError::BootstrapAdmin)?;

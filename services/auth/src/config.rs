@@ -49,6 +49,15 @@ pub struct Config {
     /// gets no leeway: an expired token is expired.
     #[arg(long = "clock-skew-secs", env = "JWT_CLOCK_SKEW_SECS", default_value_t = 5)]
     pub clock_skew_secs: u64,
+    /// Failed logins for one email, within `LOGIN_FAILURE_WINDOW_SECS`, after
+    /// which further logins for that email are refused (RESOURCE_EXHAUSTED)
+    /// until the window ends. Counted per replica; 0 turns the limit off.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+    /// The window of `LOGIN_MAX_FAILURES`, in seconds, from an email's first failure.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_failure_window_secs: u64,
     /// Email of the first admin, created at start-up when no user has it.
     #[arg(long, env = "BOOTSTRAP_ADMIN_EMAIL", requires = "bootstrap_admin_password")]
     pub bootstrap_admin_email: Option<String>,

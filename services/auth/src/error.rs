@@ -14,6 +14,12 @@ pub enum AuthError {
     /// Login with an unknown email, a wrong password, or a user without one.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many failed logins for this email lately ([`crate::login_guard`]).
+    #[error("too many failed logins for this email; try again in {retry_after_s} s")]
+    TooManyFailedLogins {
+        /// Seconds until logins for the email are accepted again.
+        retry_after_s: u64,
+    },
     /// The caller is not an admin.
     #[error("admin role required")]
     NotAdmin,
@@ -95,6 +101,7 @@ impl From<AuthError> for Status {
             AuthError::Token(failure) => failure.to_status(),
             AuthError::InvalidCredentials => Status::unauthenticated(error.to_string()),
             AuthError::NotAdmin => Status::permission_denied(error.to_string()),
+            AuthError::TooManyFailedLogins { .. } => Status::resource_exhausted(error.to_string()),
             AuthError::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             AuthError::EmailTaken | AuthError::IdTaken => Status::already_exists(error.to_string()),
             AuthError::UserNotFound { .. } => Status::not_found(error.to_string()),
@@ -128,6 +135,11 @@ mod tests {
         assert_eq!(status.message(), "invalid email: must contain @");
         assert_eq!(Status::from(AuthError::EmailTaken).code(), tonic::Code::AlreadyExists);
         assert_eq!(Status::from(AuthError::NotAdmin).code(), tonic::Code::PermissionDenied);
+        let status = Status::from(AuthError::TooManyFailedLogins { retry_after_s: 42 });
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::ResourceExhausted, "too many failed logins for this email; try again in 42 s")
+        );
         let status = Status::from(AuthError::Token(AuthFailure::TokenRevoked));
         assert_eq!((status.code(), status.message()), (tonic::Code::Unauthenticated, "token revoked"));
         let status = Status::from(AuthError::Store(StoreError::Corrupt("x".into())));

@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod input;
+pub mod login_guard;
 pub mod metrics;
 pub mod password;
 pub mod service;

@@ -36,6 +36,7 @@ pub struct AuthMetrics {
     verify_duration: Histogram,
     login_ok: Counter,
     login_rejected: Counter,
+    login_throttled: Counter,
     login_error: Counter,
 }
 
@@ -63,6 +64,7 @@ impl AuthMetrics {
             verify_duration,
             login_ok: login_handle("ok"),
             login_rejected: login_handle("rejected"),
+            login_throttled: login_handle("throttled"),
             login_error: login_handle("error"),
         }
     }
@@ -91,6 +93,7 @@ impl AuthMetrics {
         match result {
             Ok(_) => self.login_ok.inc(),
             Err(AuthError::InvalidCredentials | AuthError::Token(_)) => self.login_rejected.inc(),
+            Err(AuthError::TooManyFailedLogins { .. }) => self.login_throttled.inc(),
             Err(_) => self.login_error.inc(),
         };
     }

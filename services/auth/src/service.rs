@@ -3,7 +3,7 @@
 //! async fn returning [`AuthError`]. `grpc.rs` only unpacks requests and
 //! maps errors.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +16,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::error::AuthError;
 use crate::input;
+use crate::login_guard::LoginGuard;
 use crate::metrics::AuthMetrics;
 use crate::password::{hash_password, verify_password};
 use crate::store::{NewUser, Role, SeedPlan, Store, UserRecord};
@@ -41,6 +42,8 @@ pub struct AuthCore {
     pub token_ttl_s: u64,
     /// Longest lifetime IssueToken grants, seconds.
     pub max_token_ttl_s: u64,
+    /// Failed logins per email.
+    pub login_guard: LoginGuard,
 }
 
 impl AuthCore {
@@ -103,15 +106,20 @@ impl AuthCore {
         if password.len() > input::MAX_PASSWORD_LEN {
             return Err(AuthError::InvalidCredentials);
         }
+        self.login_guard
+            .check(&email, Instant::now())
+            .map_err(|wait| AuthError::TooManyFailedLogins { retry_after_s: wait.as_secs().max(1) })?;
         let found = self.store.user_by_email(&email).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
             None => (None, None),
         };
         if !verify_password(password.to_owned(), hash).await? {
+            self.login_guard.failed(&email, Instant::now());
             return Err(AuthError::InvalidCredentials);
         }
         let user = user.ok_or(AuthError::InvalidCredentials)?;
+        self.login_guard.succeeded(&email);
         if user.disabled {
             return Err(AuthError::Token(AuthFailure::UserDisabled));
         }

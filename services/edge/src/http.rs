@@ -88,6 +88,7 @@ async fn login(State(auth): State<AuthClient>, body: Bytes) -> Response {
         Err(AuthnError::InvalidCredentials) => error_body(StatusCode::UNAUTHORIZED, "invalid email or password"),
         Err(AuthnError::Rejected(AuthFailure::UserDisabled)) => error_body(StatusCode::UNAUTHORIZED, "user disabled"),
         Err(AuthnError::InvalidArgument(message)) => error_body(StatusCode::BAD_REQUEST, &message),
+        Err(AuthnError::Throttled(message)) => error_body(StatusCode::TOO_MANY_REQUESTS, &message),
         Err(error) => {
             tracing::warn!(%error, "login through auth failed");
             error_body(StatusCode::SERVICE_UNAVAILABLE, "authentication unavailable, try again")

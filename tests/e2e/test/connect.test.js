@@ -122,6 +122,26 @@ test('POST /auth/login gives a token that connects', async () => {
   assert.equal(bad.status, 401);
 });
 
+test('POST /auth/login answers 429 after 10 failed logins for one email', async () => {
+  const email = `guessed-${Date.now()}@example.com`;
+  await stack.command({ cmd: 'create_user', email });
+  const post = (password) => fetch(`${url}/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password }),
+  });
+  for (let n = 0; n < 10; n += 1) assert.equal((await post(`wrong-${n}`)).status, 401);
+  const locked = await post(stack.password);
+  assert.equal(locked.status, 429);
+  const body = await locked.json();
+  assert.equal(body.status, 'error');
+  assert.match(body.message, /^too many failed logins for this email; try again in \d+ s$/);
+  const alicesLogin = await fetch(`${url}/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: alice().email, password: stack.password }),
+  });
+  assert.equal(alicesLogin.status, 200, 'other accounts are not affected');
+});
+
 test('health endpoints', async () => {
   assert.equal((await fetch(`${url}/healthz`)).status, 200);
   assert.equal((await fetch(`${url}/readyz`)).status, 200);

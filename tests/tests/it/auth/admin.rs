@@ -524,6 +524,47 @@ async fn login_checks_the_password(kind: DbKind) {
 }
 both!(login_checks_the_password);
 
+/// The default limit: 10 failed logins for one email within 5 minutes lock
+/// that email (even with the right password), not others; a success resets.
+async fn login_is_refused_after_repeated_failures(kind: DbKind) {
+    let env = Env::start(kind).await;
+    let mut grpc = env.grpc().await;
+    env.auth.create_user("target@example.test", pb::Role::User).await.expect("create");
+    env.auth.create_user("other@example.test", pb::Role::User).await.expect("create");
+    let login = |email: &str, password: &str| pb::LoginRequest { email: email.into(), password: password.into() };
+
+    // Nine failures, a success, nine more: the success cleared the count.
+    for _ in 0..9 {
+        assert_status(grpc.login(login("other@example.test", "wrong")).await, Code::Unauthenticated, "invalid");
+    }
+    grpc.login(login("other@example.test", "user-password")).await.expect("login before the limit");
+    for _ in 0..9 {
+        assert_status(grpc.login(login("other@example.test", "wrong")).await, Code::Unauthenticated, "invalid");
+    }
+    grpc.login(login("other@example.test", "user-password")).await.expect("count was reset by the success");
+
+    for _ in 0..10 {
+        assert_status(grpc.login(login("target@example.test", "wrong")).await, Code::Unauthenticated, "invalid");
+    }
+    // Locked: the right password too, in any letter case of the email.
+    for email in ["target@example.test", "TARGET@example.test"] {
+        let status = grpc.login(login(email, "user-password")).await.expect_err("locked out");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().starts_with("too many failed logins for this email; try again in "),
+            "{}",
+            status.message()
+        );
+    }
+    // Other emails, unknown ones included, are unaffected.
+    grpc.login(login("other@example.test", "user-password")).await.expect("other email unaffected");
+    assert_status(grpc.login(login("nobody@example.test", "x")).await, Code::Unauthenticated, "invalid");
+    // Tokens of the locked user still verify: the lock is about guessing passwords only.
+    let (_, token) = env.auth.create_user("target2@example.test", pb::Role::User).await.expect("create");
+    env.verify(&token).await.expect("verify is not throttled");
+}
+both!(login_is_refused_after_repeated_failures);
+
 async fn lookup_users_needs_any_valid_token(kind: DbKind) {
     let env = Env::start(kind).await;
     let mut grpc = env.grpc().await;
