@@ -45,6 +45,7 @@ pub fn auth_config(database_url: &str, nats_url: &str, secret: Option<&str>) -> 
         grpc_addr: "127.0.0.1:0".parse().expect("literal address"),
         metrics_addr: "127.0.0.1:0".parse().expect("literal address"),
         jwt_secret: secret.map(sb_config::Secret::from),
+        jwt_secret_previous: None,
         dev: false,
         token_ttl_secs: 3600,
         clock_skew_secs: 5,

@@ -93,7 +93,15 @@ impl App {
             }
             None => return Err(StartError::MissingJwtSecret),
         };
-        let keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(config.clock_skew_secs));
+        let mut keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(config.clock_skew_secs));
+        if let Some(previous) = config.jwt_secret_previous.as_ref().filter(|previous| !previous.is_empty()) {
+            if previous.expose() == secret {
+                tracing::warn!("JWT_SECRET_PREVIOUS equals JWT_SECRET; it has no effect");
+            } else {
+                tracing::info!("accepting tokens signed with JWT_SECRET_PREVIOUS until they expire (key rotation)");
+            }
+            keys = keys.with_previous(previous.expose().as_bytes());
+        }
 
         let grpc_listener = sb_config::bind_listener("gRPC", config.grpc_addr).await?;
         let metrics_listener = sb_config::bind_listener("metrics", config.metrics_addr).await?;

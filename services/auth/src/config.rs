@@ -36,6 +36,11 @@ pub struct Config {
     /// unless `--dev`; use at least 32 random bytes.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// The secret `JWT_SECRET` replaced, during a key rotation: tokens it
+    /// signed are still accepted (until they expire), new ones are signed with
+    /// `JWT_SECRET`. Remove it once the longest token lifetime has passed.
+    #[arg(long, env = "JWT_SECRET_PREVIOUS", hide_env_values = true)]
+    pub jwt_secret_previous: Option<Secret>,
     /// Dev mode: without `JWT_SECRET`, sign with a fixed, publicly known dev
     /// key (with a warning). Never in production.
     #[arg(long = "dev", env = "SB_DEV")]

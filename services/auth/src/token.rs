@@ -41,11 +41,15 @@ pub struct Claims {
     pub nbf: Option<i64>,
 }
 
-/// Signs and verifies tokens with one HS256 secret.
+/// Signs tokens with the current HS256 secret and verifies them with it or,
+/// during a rotation, with the previous one.
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The secret before the current one (`JWT_SECRET_PREVIOUS`): tokens it
+    /// signed still verify until they expire.
+    previous: Option<DecodingKey>,
     validation: Validation,
     clock_skew_s: i64,
 }
@@ -75,9 +79,17 @@ impl TokenKeys {
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            previous: None,
             validation,
             clock_skew_s: i64::try_from(clock_skew.as_secs()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// Also accepts tokens signed with `previous` (a secret being rotated out).
+    #[must_use]
+    pub fn with_previous(mut self, previous: &[u8]) -> Self {
+        self.previous = Some(DecodingKey::from_secret(previous));
+        self
     }
 
     /// Signs `claims` as an HS256 JWT.
@@ -90,7 +102,14 @@ impl TokenKeys {
         if token.is_empty() {
             return Err(AuthFailure::TokenMissing);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let decoded = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Err(error) if *error.kind() == ErrorKind::InvalidSignature => match &self.previous {
+                Some(previous) => jsonwebtoken::decode::<Claims>(token, previous, &self.validation),
+                None => Err(error),
+            },
+            other => other,
+        };
+        let claims = decoded
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthFailure::TokenExpired,
                 _ => AuthFailure::TokenInvalid,
@@ -187,6 +206,31 @@ mod tests {
         assert_eq!(keys().verify_at(&wrong, now), Err(AuthFailure::TokenInvalid));
         let right = raw_token(&serde_json::json!({"alg": "HS256"}), &payload, SECRET);
         assert!(keys().verify_at(&right, now).is_ok());
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_secret_and_signs_with_the_new_one() {
+        let now = now_s();
+        let old_token = keys().sign(&claims(now)).unwrap();
+        let rotated =
+            TokenKeys::new(b"the-new-secret-with-enough-bytes!", Duration::from_secs(5)).with_previous(SECRET);
+        assert_eq!(rotated.verify_at(&old_token, now), Ok(claims(now)), "tokens of the previous secret still verify");
+        let new_token = rotated.sign(&claims(now)).unwrap();
+        assert_eq!(keys().verify_at(&new_token, now), Err(AuthFailure::TokenInvalid), "signed with the new secret");
+        assert_eq!(rotated.verify_at(&new_token, now), Ok(claims(now)));
+        assert_eq!(
+            rotated.verify_at(&old_token, now + 60),
+            Err(AuthFailure::TokenExpired),
+            "and only until they expire"
+        );
+        let payload = serde_json::to_value(claims(now)).unwrap();
+        let third = raw_token(&serde_json::json!({"alg": "HS256"}), &payload, b"a-third-secret");
+        assert_eq!(rotated.verify_at(&third, now), Err(AuthFailure::TokenInvalid));
+        let other = keys().sign(&Claims { sub: "u2".to_owned(), ..claims(now) }).unwrap();
+        let (other_body, _) = other.rsplit_once('.').unwrap();
+        let (_, old_signature) = old_token.rsplit_once('.').unwrap();
+        let tampered = format!("{other_body}.{old_signature}");
+        assert_eq!(rotated.verify_at(&tampered, now), Err(AuthFailure::TokenInvalid));
     }
 
     #[test]

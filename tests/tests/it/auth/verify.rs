@@ -241,3 +241,55 @@ async fn garbage_is_invalid(kind: DbKind) {
     }
 }
 both!(garbage_is_invalid);
+
+/// Key rotation: restarted with a new `JWT_SECRET` and the old one as
+/// `JWT_SECRET_PREVIOUS`, auth keeps accepting tokens of the old secret and
+/// signs new ones with the new secret; once the previous secret is removed,
+/// the old tokens are `token invalid`.
+async fn rotated_secret_keeps_old_tokens_until_it_is_removed(kind: DbKind) {
+    use sb_tests::auth::{auth_config, spawn_auth_with};
+
+    let nats = sb_tests::NatsServer::start().await.expect("start nats-server");
+    let db = sb_tests::TestDatabase::create(kind).await.expect("create test database");
+    let old_secret = "old-secret-0123456789abcdef0123456789";
+    let new_secret = "new-secret-0123456789abcdef0123456789";
+    let start = |secret: &'static str, previous: Option<&'static str>| {
+        let mut config = auth_config(&db.url, nats.url(), Some(secret));
+        config.jwt_secret_previous = previous.map(sb_config::Secret::from);
+        spawn_auth_with(config)
+    };
+
+    let auth = start(old_secret, None).await.expect("auth with the old secret");
+    let (user, old_token) = auth.create_user("rot@example.test", pb::Role::User).await.expect("create user");
+    auth.stop().await.expect("stop auth");
+
+    let auth = start(new_secret, Some(old_secret)).await.expect("auth during the rotation");
+    let verified = verify(&auth, old_token.clone()).await.expect("old token still verifies");
+    assert_eq!(verified.user.expect("user").id, user.id);
+    let new_token = auth
+        .grpc()
+        .await
+        .expect("connect")
+        .login(pb::LoginRequest { email: "rot@example.test".into(), password: "user-password".into() })
+        .await
+        .expect("login")
+        .into_inner()
+        .token;
+    let foreign = sign_hs256(&json!({"alg": "HS256"}), &claims_of(&user), new_secret);
+    verify(&auth, foreign).await.expect("the new secret signs");
+    assert_rejected(
+        verify(&auth, sign_hs256(&json!({"alg": "HS256"}), &claims_of(&user), "a-third-secret")).await,
+        "token invalid",
+    );
+    auth.stop().await.expect("stop auth");
+
+    let auth = start(new_secret, None).await.expect("auth after the rotation");
+    assert_rejected(verify(&auth, old_token).await, "token invalid");
+    verify(&auth, new_token).await.expect("tokens of the new secret verify");
+}
+both!(rotated_secret_keeps_old_tokens_until_it_is_removed);
+
+async fn verify(auth: &sb_tests::auth::AuthHandle, token: String) -> Result<pb::VerifyTokenResponse, tonic::Status> {
+    let mut grpc = auth.grpc().await.expect("connect to auth");
+    grpc.verify_token(pb::VerifyTokenRequest { token }).await.map(tonic::Response::into_inner)
+}
