@@ -3,6 +3,7 @@
 //! `DATABASE_URL` picks the backend: `postgres://…` for production,
 //! `sqlite:path.db` for zero-setup local runs (the file is created). Services
 //! write portable SQL against sqlx's `Any` driver (numbered `$1` parameters,
+//! or [`Backend::push_param`] for long generated statements,
 //! `BIGINT` epoch-millisecond timestamps, integer flags), and keep one
 //! migration directory per backend (`migrations/postgres`,
 //! `migrations/sqlite`), since DDL differs.
@@ -58,6 +59,36 @@ pub struct Db {
     pub pool: AnyPool,
     /// The engine.
     pub backend: Backend,
+}
+
+impl Backend {
+    /// Appends the `n`th (1-based) bind parameter of a statement to `sql`:
+    /// `$n` on PostgreSQL, a plain `?` on SQLite. SQLite looks numbered and
+    /// named parameters up by name, linearly, when it prepares and when sqlx
+    /// binds (quadratic in a multi-row INSERT: 10 % of messaging's CPU samples
+    /// at 6 000 private msg/s); plain `?`s need no lookup but bind strictly in order, so
+    /// a statement built with this must use each parameter once, in order.
+    pub fn push_param(self, sql: &mut String, n: usize) {
+        use std::fmt::Write as _;
+        match self {
+            Self::Postgres => {
+                let _ = write!(sql, "${n}");
+            }
+            Self::Sqlite => sql.push('?'),
+        }
+    }
+
+    /// `count` parameters from the `first`, comma-separated (for `IN (…)`).
+    pub fn param_list(self, first: usize, count: usize) -> String {
+        let mut sql = String::with_capacity(count * 5);
+        for n in first..first + count {
+            if n > first {
+                sql.push_str(", ");
+            }
+            self.push_param(&mut sql, n);
+        }
+        sql
+    }
 }
 
 impl Db {
@@ -127,5 +158,20 @@ impl Db {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn parameters_are_numbered_on_postgres_and_positional_on_sqlite() {
+        assert_eq!(Backend::Postgres.param_list(3, 3), "$3, $4, $5");
+        assert_eq!(Backend::Sqlite.param_list(3, 3), "?, ?, ?");
+        assert_eq!(Backend::Sqlite.param_list(1, 0), "");
+        let mut sql = String::from("x = ");
+        Backend::Postgres.push_param(&mut sql, 12);
+        assert_eq!(sql, "x = $12");
     }
 }

@@ -286,8 +286,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
-        let sql = format!("SELECT id, email FROM users WHERE id IN ({}) ORDER BY id", placeholders.join(", "));
+        let placeholders = self.db.backend.param_list(1, ids.len());
+        let sql = format!("SELECT id, email FROM users WHERE id IN ({placeholders}) ORDER BY id");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for id in ids {
             query = query.bind(id);

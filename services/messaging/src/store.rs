@@ -174,7 +174,7 @@ impl Store {
         let stored_at = sb_events::timestamp::now_ms();
         let mut transaction = self.db.pool.begin().await.map_err(db_error("begin message batch"))?;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let sql = insert_sql(chunk.len());
+            let sql = insert_sql(self.db.backend, chunk.len());
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {
                 query = query
@@ -199,7 +199,7 @@ impl Store {
         let mut already_marked = 0usize;
         let late_delivered: Vec<&String> = now_delivered.iter().filter(|id| !outcome.inserted.contains(*id)).collect();
         for chunk in late_delivered.chunks(INSERT_CHUNK_ROWS) {
-            let placeholders = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let placeholders = self.db.backend.param_list(1, chunk.len());
             let sql = format!("UPDATE messages SET delivered = 1 WHERE delivered = 0 AND id IN ({placeholders})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
@@ -302,7 +302,7 @@ impl Store {
     }
 }
 
-fn insert_sql(rows: usize) -> String {
+fn insert_sql(backend: Backend, rows: usize) -> String {
     const COLUMNS: usize = 11;
     let mut sql = String::from(
         "INSERT INTO messages (id, kind, room, sender_id, sender_email, recipient, conversation, body, created_at, delivered, stored_at) VALUES ",
@@ -316,8 +316,7 @@ fn insert_sql(rows: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(row * COLUMNS + column + 1).to_string());
+            backend.push_param(&mut sql, row * COLUMNS + column + 1);
         }
         sql.push(')');
     }
@@ -361,7 +360,9 @@ mod tests {
 
     #[test]
     fn insert_sql_numbers_every_parameter() {
-        let sql = insert_sql(2);
+        let sqlite = insert_sql(Backend::Sqlite, 2);
+        assert!(sqlite.contains("VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?,"), "{sqlite}");
+        let sql = insert_sql(Backend::Postgres, 2);
         assert!(sql.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11), ($12,"), "{sql}");
         assert!(sql.ends_with(
             "($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING RETURNING id"
