@@ -156,8 +156,13 @@ impl Db {
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
+    /// Waits at most 5 s for connections still in use (a stuck task holding
+    /// one must not keep the process from exiting).
     pub async fn close(&self) {
-        self.pool.close().await;
+        const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.pool.close()).await.is_err() {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "database connections still in use at shutdown; closing anyway");
+        }
     }
 }
 

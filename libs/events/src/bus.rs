@@ -13,6 +13,9 @@ use serde::de::DeserializeOwned;
 use crate::rpc::{Reply, RpcError};
 use crate::{HEADER_MSG_ID, Subjects};
 
+/// Longest wait of each step of [`Bus::close`] (flush, then drain).
+pub const CLOSE_STEP_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -252,12 +255,24 @@ impl Bus {
     }
 
     /// Flushes what the client buffered, then drains (used at shutdown).
+    /// Each step waits at most [`CLOSE_STEP_TIMEOUT`]: with NATS unreachable
+    /// the client would otherwise wait for a reconnect forever.
     pub async fn close(&self) {
-        if let Err(error) = self.client.flush().await {
-            tracing::warn!(%error, "flush NATS at shutdown");
+        match tokio::time::timeout(CLOSE_STEP_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "flush NATS at shutdown"),
+            Err(_) => {
+                tracing::warn!(
+                    timeout = ?CLOSE_STEP_TIMEOUT,
+                    "NATS is unreachable at shutdown; what was not yet sent is dropped (unacked work is redelivered)"
+                );
+                return;
+            }
         }
-        if let Err(error) = self.client.drain().await {
-            tracing::warn!(%error, "drain NATS at shutdown");
+        match tokio::time::timeout(CLOSE_STEP_TIMEOUT, self.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "drain NATS at shutdown"),
+            Err(_) => tracing::warn!(timeout = ?CLOSE_STEP_TIMEOUT, "draining NATS at shutdown took too long"),
         }
     }
 }

@@ -26,6 +26,10 @@ use crate::query::{self, QueryError};
 use crate::store::{HistoryScopeKey, Store, StoredMessage};
 use crate::{Config, Error};
 
+/// How long `Notify` waits for the NATS client to send the notification
+/// (while NATS is unreachable it would wait for a reconnect).
+const NOTIFY_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Page size of `History` when the request says 0.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Longest notification title, in characters.
@@ -171,7 +175,10 @@ impl MessagingService for MessagingApi {
         })?;
         let published = async {
             self.bus.publish(subject, &delivery).await?;
-            self.bus.client.flush().await.map_err(|error| error.to_string())?;
+            tokio::time::timeout(NOTIFY_FLUSH_TIMEOUT, self.bus.client.flush())
+                .await
+                .map_err(|_| "NATS did not take the notification in time".to_owned())?
+                .map_err(|error| error.to_string())?;
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         }
         .await;

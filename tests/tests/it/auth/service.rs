@@ -118,3 +118,15 @@ async fn stops_cleanly_and_releases_its_port(kind: DbKind) {
     drop((db, nats));
 }
 both!(stops_cleanly_and_releases_its_port);
+
+async fn stops_when_nats_is_gone(kind: DbKind) {
+    let Env { auth, db, mut nats } = Env::start(kind).await;
+    nats.kill();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::timeout(std::time::Duration::from_secs(60), auth.stop())
+        .await
+        .expect("auth stopped instead of waiting for NATS forever")
+        .expect("clean stop");
+    drop(db);
+}
+both!(stops_when_nats_is_gone);

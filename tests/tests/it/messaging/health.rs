@@ -29,3 +29,18 @@ async fn health_and_reflection_are_served() {
     assert!(status.contains(" 200"), "{status} {body}");
     messaging.stop().await.expect("stops cleanly");
 }
+
+/// With NATS gone for good, a stop must still end: the final flush and
+/// drain of the NATS connection are bounded instead of waiting for a
+/// reconnect that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_when_nats_is_gone() {
+    let mut env = Env::start(DbKind::Sqlite).await;
+    let messaging = env.messaging().await;
+    env.nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(60), messaging.stop())
+        .await
+        .expect("messaging stopped instead of waiting for NATS forever")
+        .expect("stops without an error");
+}
