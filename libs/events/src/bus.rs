@@ -38,6 +38,14 @@ pub enum BusError {
         /// Why.
         source: async_nats::PublishError,
     },
+    /// A published message could not be written out to NATS in time.
+    #[error("flush {subject} to NATS: {reason}")]
+    Flush {
+        /// The subject published to.
+        subject: String,
+        /// Why the client did not write it out (an error, or the timeout).
+        reason: String,
+    },
     /// A JetStream publish was not acknowledged by the stream.
     #[error("publish to stream subject {subject}: {source}")]
     JetStreamPublish {
@@ -130,6 +138,28 @@ impl Bus {
     pub async fn publish<T: Serialize + ?Sized>(&self, subject: String, payload: &T) -> Result<(), BusError> {
         let bytes = Bytes::from(serde_json::to_vec(payload)?);
         self.publish_bytes(subject, bytes).await
+    }
+
+    /// Publishes `payload` and waits, at most `timeout`, until the client has
+    /// written it to NATS (while NATS is unreachable the client would
+    /// otherwise hold it until a reconnect).
+    pub async fn publish_flushed<T: Serialize + ?Sized>(
+        &self,
+        subject: String,
+        payload: &T,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let flushed = async {
+            self.publish(subject.clone(), payload).await?;
+            self.client
+                .flush()
+                .await
+                .map_err(|error| BusError::Flush { subject: subject.clone(), reason: error.to_string() })
+        };
+        match tokio::time::timeout(timeout, flushed).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(BusError::Flush { subject, reason: format!("not written within {timeout:?}") }),
+        }
     }
 
     /// Publishes already-encoded bytes on a core subject, with trace headers.

@@ -304,15 +304,7 @@ impl AuthCore {
     async fn publish_access_changed(&self, user: &UserRecord) -> Result<(), AuthError> {
         let event =
             AccessChanged { user_id: user.id.clone(), token_version: user.token_version, disabled: user.disabled };
-        let publish = async {
-            self.bus.publish(self.bus.subjects.control_access(), &event).await.map_err(|error| error.to_string())?;
-            self.bus.client.flush().await.map_err(|error| error.to_string())
-        };
-        let outcome = match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(format!("no confirmation from NATS within {PUBLISH_TIMEOUT:?}")),
-        };
-        outcome.map_err(|error| {
+        self.bus.publish_flushed(self.bus.subjects.control_access(), &event, PUBLISH_TIMEOUT).await.map_err(|error| {
             tracing::warn!(user_id = %user.id, %error, "publish access change");
             AuthError::AccessEventNotPublished { user_id: user.id.clone(), token_version: user.token_version }
         })

@@ -173,16 +173,7 @@ impl MessagingService for MessagingApi {
             tracing::error!(%error, "encode notification");
             Status::internal("internal error")
         })?;
-        let published = async {
-            self.bus.publish(subject, &delivery).await?;
-            tokio::time::timeout(NOTIFY_FLUSH_TIMEOUT, self.bus.client.flush())
-                .await
-                .map_err(|_| "NATS did not take the notification in time".to_owned())?
-                .map_err(|error| error.to_string())?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        }
-        .await;
-        if let Err(error) = published {
+        if let Err(error) = self.bus.publish_flushed(subject, &delivery, NOTIFY_FLUSH_TIMEOUT).await {
             tracing::warn!(%error, "publish notification");
             return Err(Status::unavailable("notification not sent, try again"));
         }
