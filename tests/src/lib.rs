@@ -30,7 +30,7 @@ pub mod stack;
 
 pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};
-pub use nats::NatsServer;
+pub use nats::{NatsServer, round_trip};
 pub use running::RunningService;
 
 use std::future::Future;

@@ -76,7 +76,7 @@ impl NatsServer {
         }
         // The ports file appears once the listener is up; one round-trip makes sure.
         let client = async_nats::connect(&server.url).await.context("connect to the test nats-server")?;
-        client.flush().await.context("flush test nats-server")?;
+        round_trip(&client).await?;
         Ok(server)
     }
 
@@ -116,4 +116,21 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until the server has handled everything `client` sent before it,
+/// subscriptions included, so another connection's next publish reaches
+/// them. `Client::flush` is not enough: it only writes the socket. A message
+/// to a fresh inbox on the same connection comes back only after the server
+/// processed what came before it.
+pub async fn round_trip(client: &async_nats::Client) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.context("subscribe to a round-trip inbox")?;
+    client.publish(inbox, bytes::Bytes::new()).await.context("publish the round-trip message")?;
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .context("no round trip through nats-server within 10 s")?
+        .context("the round-trip subscription closed")?;
+    Ok(())
 }

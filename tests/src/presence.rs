@@ -263,7 +263,7 @@ impl Watcher {
             user_subjects.insert(subject.clone(), format!("@{user}"));
             subscriptions.push(bus.client.subscribe(subject).await?);
         }
-        bus.client.flush().await?;
+        crate::nats::round_trip(&bus.client).await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let seen = seen.clone();

@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let observer = Bus::connect(nats.url(), "sb", "storm-observer").await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut subscription = observer.client.subscribe(observer.subjects.deliver_presence()).await?;
-    observer.client.flush().await?;
+    sb_tests::round_trip(&observer.client).await?;
     tokio::spawn({
         let seen = seen.clone();
         async move {

@@ -131,7 +131,7 @@ pub async fn subscribe_access_changes(env: &Env) -> async_nats::Subscriber {
     let client = async_nats::connect(env.nats.url()).await.expect("connect to nats");
     let subjects = sb_events::Subjects::new("sb").expect("default prefix");
     let subscriber = client.subscribe(subjects.control_access()).await.expect("subscribe");
-    client.flush().await.expect("flush subscription");
+    sb_tests::round_trip(&client).await.expect("subscription registered");
     subscriber
 }
 

@@ -216,7 +216,7 @@ mod deliveries {
             for subject in subjects {
                 streams.push(client.subscribe(subject.clone()).await.expect("subscribe to a delivery subject"));
             }
-            client.flush().await.expect("flush subscriptions");
+            sb_tests::round_trip(client).await.expect("subscriptions registered");
             let received = Arc::new(tokio::sync::Mutex::new(Vec::new()));
             let sink = received.clone();
             let mut all = futures_util::stream::select_all(streams);

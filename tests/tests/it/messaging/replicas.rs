@@ -42,7 +42,7 @@ async fn two_replicas_store_and_deliver_each_message_once(kind: DbKind) {
     watched.wait_for(total).await;
     wait_for_consumer_idle(&env.edge).await;
     // A final round trip: anything published before the consumer went idle has reached us.
-    env.edge.client.flush().await.expect("flush");
+    sb_tests::round_trip(&env.edge.client).await.expect("round trip");
     let received = watched.all().await;
     let delivered: Vec<String> = received.iter().map(Received::id).collect();
     let unique: HashSet<&String> = delivered.iter().collect();
