@@ -2,9 +2,11 @@
 //!
 //! - The edge subscribes to `deliver.room.<r>` / `deliver.user.<u>` only
 //!   while it has a local member. [`Deliveries::acquire`] hands out a
-//!   [`Lease`]; the first lease of a target subscribes (and flushes, so the
-//!   server has the interest before the caller reports anything to
-//!   presence), the last one dropped unsubscribes. Concurrent first
+//!   [`Lease`]; the first lease of a target subscribes and flushes the SUB
+//!   to the socket; the caller then reports to presence on the same NATS
+//!   connection, and the server handles one connection's messages in order,
+//!   so the interest exists before anything caused by that report. The last
+//!   lease dropped unsubscribes. Concurrent first
 //!   acquirers wait for the one subscription.
 //! - `deliver.all` is subscribed for the edge's whole life.
 //! - Each subscription has one task, so deliveries of one subject are emitted
