@@ -7,10 +7,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-      -p sb-auth -p sb-edge -p sb-presence -p sb-messaging -p sbctl \
+      -p sb-auth -p sb-edge -p sb-presence -p sb-messaging -p switchboardctl \
  && mkdir -p /out \
  && cp target/release/sb-auth target/release/sb-edge target/release/sb-presence \
-       target/release/sb-messaging target/release/sbctl /out/
+       target/release/sb-messaging target/release/switchboardctl /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
@@ -20,7 +20,7 @@ USER 10001
 WORKDIR /var/lib/switchboard
 
 FROM runtime AS sb-auth
-COPY --from=build /out/sb-auth /out/sbctl /usr/local/bin/
+COPY --from=build /out/sb-auth /out/switchboardctl /usr/local/bin/
 EXPOSE 50051 9101
 ENTRYPOINT ["/usr/local/bin/sb-auth"]
 

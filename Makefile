@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export NATS_SERVER_BIN ?= $(shell scripts/ensure-nats.sh 2>/dev/null)
 
-.PHONY: run test lint fmt build e2e bench deps-test
+.PHONY: run test lint fmt build e2e bench bench-baseline profile deps-test test-cluster
 
 ## run: the whole stack on this machine (nats-server, auth, presence, messaging, edge)
 run:
@@ -10,12 +10,20 @@ run:
 
 ## test: everything CI runs: format, lint, unit + integration tests, end-to-end tests
 test: deps-test lint
+	cargo build --workspace --bins
 	cargo test --workspace --all-targets
 	@if [ -f tests/e2e/package.json ]; then scripts/e2e.sh; fi
+	@scripts/test-cluster.sh
+
+## test-cluster: real processes on a 3-node NATS cluster, a few hundred clients, faults (docs/operations.md)
+test-cluster:
+	@scripts/test-cluster.sh
 
 deps-test:
 	@scripts/ensure-nats.sh >/dev/null
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-kubectl.sh >/dev/null
+	@scripts/ensure-kubernetes-validate.sh >/dev/null
 
 ## lint: rustfmt and clippy, warnings are errors
 lint:
@@ -28,6 +36,10 @@ fmt:
 build:
 	cargo build --workspace --release
 
-## bench: see bench/README.md
+## bench: the performance suite against a fresh release stack (docs/performance.md); results in bench-results/
 bench:
 	@scripts/bench.sh
+
+## bench-baseline: the same suite against the NestJS gateway (BASELINE_DIR), for side-by-side figures
+bench-baseline:
+	@scripts/bench-baseline.sh

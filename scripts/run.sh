@@ -3,7 +3,8 @@
 #   - a nats-server with JetStream (the one at NATS_URL if it answers, else a local one in data/nats)
 #   - auth, presence, messaging and one edge, on SQLite files in data/
 #   - demo users admin@example.com, alice@example.com, bob@example.com (password DEMO_PASSWORD,
-#     default "switchboard"), created idempotently, and a token for each
+#     default "switchboard"), created idempotently, and a token for each; switchboardctl logged
+#     in as the admin for its context `local`
 # Ctrl-C stops everything. Settings: NATS_URL, EDGE_PORT (3000), DEMO_PASSWORD, JWT_SECRET
 # (generated once into data/jwt-secret when unset), PROFILE (release | dev), RUST_LOG.
 set -euo pipefail
@@ -47,7 +48,7 @@ done
 
 # --- build ---
 say "building the services ($PROFILE profile; the first build takes a few minutes)"
-cargo build --profile "$PROFILE" -p sb-auth -p sb-presence -p sb-messaging -p sb-edge -p sbctl
+cargo build --profile "$PROFILE" -p sb-auth -p sb-presence -p sb-messaging -p sb-edge -p switchboardctl
 bin=$root/target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 
 # --- NATS ---
@@ -99,17 +100,20 @@ done
 curl -fsS "$edge_url/readyz" >/dev/null 2>&1 || die "the edge is not ready after 30 s; see data/logs/*.log"
 
 # --- demo users (idempotent) and their tokens ---
-sbctl() { "$bin/sbctl" --auth-addr "$AUTH_ADDR" "$@"; }
-admin_token=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email admin@example.com 2>/dev/null) \
+# The CLI's built-in context `local` is this stack's addresses; logging the admin in stores its
+# token there, so `switchboardctl online` works as is afterwards.
+ctl() { "$bin/switchboardctl" --context local "$@"; }
+printf '%s\n' "$DEMO_PASSWORD" | ctl login --email admin@example.com --password-stdin >/dev/null \
   || die "cannot log in as admin@example.com: was it created with another DEMO_PASSWORD? (rm data/auth.db to start over)"
 for who in alice bob; do
-  if ! out=$(SB_NEW_PASSWORD="$DEMO_PASSWORD" sbctl --token "$admin_token" users create --email "$who@example.com" 2>&1); then
+  if ! out=$(printf '%s\n' "$DEMO_PASSWORD" | ctl users create --email "$who@example.com" --password-stdin 2>&1); then
     grep -qi "already" <<<"$out" || die "create $who@example.com: $out"
   fi
 done
 declare -A tokens
 for who in admin alice bob; do
-  tokens[$who]=$(SB_PASSWORD="$DEMO_PASSWORD" sbctl login --email "$who@example.com" 2>/dev/null) || die "log in as $who@example.com failed"
+  tokens[$who]=$(printf '%s\n' "$DEMO_PASSWORD" | ctl login --email "$who@example.com" --password-stdin --print-token) \
+    || die "log in as $who@example.com failed"
 done
 
 cat <<MSG
@@ -131,7 +135,10 @@ Connect from Node (npm i socket.io-client):
   socket.on('connect', () => socket.emit('join_room', { room: 'developers' }));
   socket.on('new_message', (m) => console.log(\`\${m.from.email}: \${m.message}\`));
 
-Admin CLI: $bin/sbctl --token <admin token> --help
+Admin CLI (logged in as admin@example.com, context local):
+  $bin/switchboardctl online
+  $bin/switchboardctl users list
+  $bin/switchboardctl --help
 Ctrl-C stops everything.
 MSG
 

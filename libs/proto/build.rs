@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "switchboard/auth/v1/auth.proto",
         "switchboard/presence/v1/presence.proto",
         "switchboard/messaging/v1/messaging.proto",
+        "switchboard/edge/v1/edge.proto",
     ];
     let fds = protox::compile(protos, ["../../proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

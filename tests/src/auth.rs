@@ -47,10 +47,11 @@ pub fn auth_config(database_url: &str, nats_url: &str, secret: Option<&str>) -> 
         jwt_secret: secret.map(sb_config::Secret::from),
         jwt_secret_previous: None,
         dev: false,
-        token_ttl_secs: 3600,
-        clock_skew_secs: 5,
+        token_ttl: std::time::Duration::from_secs(3600),
+        jwt_clock_skew: std::time::Duration::from_secs(5),
         login_max_failures: 10,
-        login_failure_window_secs: 300,
+        login_failure_window: std::time::Duration::from_secs(300),
+        shutdown_timeout: std::time::Duration::from_secs(10),
         bootstrap_admin_email: Some(ADMIN_EMAIL.to_owned()),
         bootstrap_admin_password: Some(sb_config::Secret::from(ADMIN_PASSWORD)),
         database: sb_config::DatabaseArgs::for_url(database_url),
@@ -99,6 +100,11 @@ pub async fn spawn_auth_with(config: sb_auth::Config) -> anyhow::Result<AuthHand
 }
 
 impl AuthHandle {
+    /// Starts the graceful stop without waiting for it.
+    pub fn begin_stop(&self) {
+        self.service.begin_stop();
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn uri(&self) -> String {
         format!("http://{}", self.grpc_addr)

@@ -20,6 +20,8 @@ pub struct TestDatabase {
     pub url: String,
     kind: DbKind,
     name: String,
+    /// The server's admin URL (where the database was created and is dropped).
+    admin: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -35,21 +37,28 @@ impl TestDatabase {
             DbKind::Sqlite => {
                 let dir = tempfile::tempdir().context("create sqlite temp dir")?;
                 let url = format!("sqlite:{}", dir.path().join(format!("{name}.db")).display());
-                Ok(Self { url, kind, name, _dir: Some(dir) })
+                Ok(Self { url, kind, name, admin: String::new(), _dir: Some(dir) })
             }
-            DbKind::Postgres => {
-                let admin = admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin).await.with_context(|| {
-                    format!("connect to PostgreSQL at TEST_DATABASE_URL ({admin}) to create a test database")
-                })?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .await
-                    .context("create test database")?;
-                let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
-                let url = format!("{base}/{name}");
-                Ok(Self { url, kind, name, _dir: None })
-            }
+            DbKind::Postgres => Self::create_on(&admin_url()).await,
         }
+    }
+
+    /// Creates an empty PostgreSQL database on the server whose admin URL is
+    /// `admin` (a private server: [`crate::PrivatePostgres::admin_url`]); the
+    /// URL's query (`?sslmode=verify-full&sslrootcert=…`) carries over.
+    pub async fn create_on(admin: &str) -> anyhow::Result<Self> {
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .with_context(|| format!("connect to PostgreSQL at {admin} to create a test database"))?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .await
+            .context("create test database")?;
+        let (path, query) = admin.split_once('?').unwrap_or((admin, ""));
+        let base = path.rsplit_once('/').map(|(base, _)| base).unwrap_or(path);
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        let url = format!("{base}/{name}{query}");
+        Ok(Self { url, kind: DbKind::Postgres, name, admin: admin.to_owned(), _dir: None })
     }
 
     /// Which engine.
@@ -64,6 +73,7 @@ impl Drop for TestDatabase {
             return;
         }
         let name = self.name.clone();
+        let admin = self.admin.clone();
         // Dropping needs async I/O; do it on a helper thread so it works from
         // inside or outside a runtime.
         let _ = std::thread::spawn(move || {
@@ -71,7 +81,7 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
                     let _ = conn
                         .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
                         .await;

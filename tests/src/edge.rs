@@ -32,6 +32,11 @@ pub struct EdgeHandle {
 }
 
 impl EdgeHandle {
+    /// Starts the graceful stop without waiting for it.
+    pub fn begin_stop(&self) {
+        self.service.begin_stop();
+    }
+
     /// Stops the edge gracefully and waits until it has.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.service.stop().await
@@ -275,6 +280,12 @@ impl TestClient {
 
     /// Emits `event` with `data` and waits for its ack.
     pub async fn ack(&self, event: &str, data: Value) -> anyhow::Result<Value> {
+        self.ack_within(event, data, WAIT).await
+    }
+
+    /// [`TestClient::ack`] with its own timeout, for an ack queued behind
+    /// thousands of events.
+    pub async fn ack_within(&self, event: &str, data: Value, wait: Duration) -> anyhow::Result<Value> {
         let _one_at_a_time = self.ack_lock.lock().await;
         let (sender, receiver) = oneshot::channel::<Value>();
         let sender = Arc::new(parking_lot::Mutex::new(Some(sender)));
@@ -289,12 +300,12 @@ impl TestClient {
             async {}.boxed()
         };
         self.client
-            .emit_with_ack(event, Payload::Text(vec![data]), WAIT, callback)
+            .emit_with_ack(event, Payload::Text(vec![data]), wait, callback)
             .await
             .map_err(|error| anyhow!("emit {event}: {error}"))?;
-        tokio::time::timeout(WAIT, receiver)
+        tokio::time::timeout(wait, receiver)
             .await
-            .map_err(|_| anyhow!("no ack for {event} within {WAIT:?}"))?
+            .map_err(|_| anyhow!("no ack for {event} within {wait:?}"))?
             .map_err(|_| anyhow!("ack callback for {event} dropped"))
     }
 

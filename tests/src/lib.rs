@@ -6,6 +6,9 @@
 //!   `TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`)
 //!   or a temporary SQLite file, and drops it afterwards.
 //!
+//! - [`PrivatePostgres`] runs a PostgreSQL server of the test's own (TLS
+//!   with a test certificate, or one the test restarts); [`tls::TestCa`]
+//!   makes the certificates.
 //! - [`RunningService`] runs a service's `App::run` on the test's runtime
 //!   until the test stops or drops it.
 //! - [`CrashableRuntime`] runs a service on its own runtime so a test can
@@ -17,20 +20,25 @@
 //! Tests themselves live in `tests/it/` (one binary).
 
 pub mod auth;
+pub mod cluster;
 mod crash;
 mod database;
 pub mod edge;
 pub mod grpc;
 pub mod http;
+pub mod jwt;
 pub mod messaging;
 mod nats;
+pub mod postgres;
 pub mod presence;
 mod running;
 pub mod stack;
+pub mod tls;
 
 pub use crash::CrashableRuntime;
 pub use database::{DbKind, TestDatabase};
-pub use nats::{NatsServer, round_trip};
+pub use nats::{NatsServer, nats_server_binary, round_trip};
+pub use postgres::PrivatePostgres;
 pub use running::RunningService;
 
 use std::future::Future;

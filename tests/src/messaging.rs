@@ -35,6 +35,11 @@ impl RunningMessaging {
         format!("http://{}", self.grpc_addr)
     }
 
+    /// Starts the graceful stop without waiting for it.
+    pub fn begin_stop(&self) {
+        self.service.begin_stop();
+    }
+
     /// Stops it gracefully and waits until it has drained.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.service.stop().await

@@ -5,7 +5,8 @@
 //! - [`PresenceReplica`] runs one presence replica in-process on a
 //!   [`CrashableRuntime`] (graceful stop or crash).
 //! - [`Watcher`] subscribes to the delivery subjects the way an edge does
-//!   and records every presence event delivered, in order.
+//!   and records every presence event delivered, in order, with when it
+//!   arrived and in which message ([`Arrival`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,11 +67,14 @@ pub fn user(name: &str) -> PublicUser {
 impl SimEdge {
     /// Connects to `nats_url` and starts reporting as `edge` with a heartbeat every `heartbeat`.
     pub async fn start(nats_url: &str, edge: &str, heartbeat: Duration) -> anyhow::Result<Self> {
-        let bus = Bus::connect(nats_url, "sb", &format!("sim-edge-{edge}")).await.context("connect sim edge")?;
+        let bus = Bus::connect(&sb_config::NatsArgs::for_url(nats_url), &format!("sim-edge-{edge}"))
+            .await
+            .context("connect sim edge")?;
         let table = Arc::new(SessionTable::default());
         let mut config = ReporterConfig::new(EdgeId::parse(edge)?);
         config.heartbeat_interval = heartbeat;
-        let reporter = Reporter::start(bus.clone(), config, table.clone()).await.context("start reporter")?;
+        let tracker = tokio_util::task::TaskTracker::new();
+        let reporter = Reporter::start(bus.clone(), config, table.clone(), &tracker).await.context("start reporter")?;
         Ok(Self { reporter, table, bus, runtime: None })
     }
 
@@ -97,9 +101,15 @@ impl SimEdge {
         let connected_at_ms = sb_events::timestamp::now_ms();
         self.table.sessions.lock().insert(
             socket.to_owned(),
-            SessionState { socket: socket.to_owned(), user: user.clone(), connected_at_ms, rooms: Vec::new() },
+            SessionState {
+                socket: socket.to_owned(),
+                user: user.clone(),
+                connected_at_ms,
+                rooms: Vec::new(),
+                transport: None,
+            },
         );
-        self.reporter.session_opened(socket, user.clone(), connected_at_ms)
+        self.reporter.session_opened(socket, user.clone(), connected_at_ms, None)
     }
 
     /// A socket disconnects.
@@ -179,6 +189,13 @@ impl PresenceReplica {
             async move { replica.is_ready().then_some(()) }
         })
         .await;
+        // The gRPC health follows the replica's readiness a moment later.
+        crate::grpc::wait_serving(
+            started.grpc_addr,
+            "switchboard.presence.v1.PresenceService",
+            Duration::from_secs(10),
+        )
+        .await;
         Ok(started)
     }
 
@@ -224,21 +241,34 @@ pub struct Seen {
     pub room: Option<String>,
 }
 
+/// A presence event with when and in which NATS message it arrived.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// What arrived.
+    pub seen: Seen,
+    /// When the watcher received the NATS message that carried it.
+    pub at: std::time::Instant,
+    /// Which message carried it (0, 1, 2… in arrival order): events of one
+    /// `DeliveryBatch` share the number, so a window published twice shows up
+    /// as the same set under two numbers.
+    pub message: u64,
+}
+
 /// Records every presence delivery on `deliver.presence` and the given rooms.
 pub struct Watcher {
-    seen: Arc<Mutex<Vec<Seen>>>,
+    arrivals: Arc<Mutex<Vec<Arrival>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
-fn record(seen: &Mutex<Vec<Seen>>, delivery: &Delivery) {
-    let entry = if let Ok(presence) = serde_json::from_str::<RoomPresence>(delivery.data.get()) {
+fn record(arrivals: &Mutex<Vec<Arrival>>, delivery: &Delivery, at: std::time::Instant, message: u64) {
+    let seen = if let Ok(presence) = serde_json::from_str::<RoomPresence>(delivery.data.get()) {
         Seen { event: delivery.event.clone(), user: presence.user.id, room: Some(presence.room) }
     } else if let Ok(presence) = serde_json::from_str::<UserPresence>(delivery.data.get()) {
         Seen { event: delivery.event.clone(), user: presence.user.id, room: None }
     } else {
         return;
     };
-    seen.lock().push(entry);
+    arrivals.lock().push(Arrival { seen, at, message });
 }
 
 impl Watcher {
@@ -251,7 +281,7 @@ impl Watcher {
     /// (`deliver.user.<id>`, where `PRESENCE_SCOPE=rooms` sends presence);
     /// such events get `room: Some("@<user>")`, the user they were sent to.
     pub async fn start_for(nats_url: &str, rooms: &[&str], users: &[&str]) -> anyhow::Result<Self> {
-        let bus = Bus::connect(nats_url, "sb", "presence-watcher").await?;
+        let bus = Bus::connect(&sb_config::NatsArgs::for_url(nats_url), "presence-watcher").await?;
         let presence_subject = bus.subjects.deliver_presence();
         let mut subscriptions = vec![bus.client.subscribe(presence_subject.clone()).await?];
         for room in rooms {
@@ -264,41 +294,49 @@ impl Watcher {
             subscriptions.push(bus.client.subscribe(subject).await?);
         }
         crate::nats::round_trip(&bus.client).await?;
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
-            let seen = seen.clone();
+            let arrivals = arrivals.clone();
             async move {
                 let _bus = bus;
                 let mut messages = futures_util::stream::select_all(subscriptions);
+                let mut number = 0;
                 while let Some(message) = messages.next().await {
+                    let at = std::time::Instant::now();
                     if message.subject.as_str() == presence_subject {
                         if let Ok(batch) = serde_json::from_slice::<DeliveryBatch>(&message.payload) {
                             for delivery in &batch.deliveries {
-                                record(&seen, delivery);
+                                record(&arrivals, delivery, at, number);
                             }
                         }
                     } else if let Ok(delivery) = serde_json::from_slice::<Delivery>(&message.payload) {
-                        record(&seen, &delivery);
+                        record(&arrivals, &delivery, at, number);
                         if let Some(to) = user_subjects.get(message.subject.as_str())
-                            && let Some(last) = seen.lock().last_mut()
+                            && let Some(last) = arrivals.lock().last_mut()
                         {
-                            last.room = Some(to.clone());
+                            last.seen.room = Some(to.clone());
                         }
                     }
+                    number += 1;
                 }
             }
         });
-        Ok(Self { seen, _task: task })
+        Ok(Self { arrivals, _task: task })
     }
 
     /// Everything seen so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().clone()
+        self.arrivals.lock().iter().map(|arrival| arrival.seen.clone()).collect()
+    }
+
+    /// Everything seen so far, in order, with arrival times.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().clone()
     }
 
     /// How often `event` about `user` was seen.
     pub fn count(&self, event: &str, user: &str) -> usize {
-        self.seen.lock().iter().filter(|seen| seen.event == event && seen.user == user).count()
+        self.arrivals.lock().iter().filter(|arrival| arrival.seen.event == event && arrival.seen.user == user).count()
     }
 
     /// Waits until `event` about `user` was seen at least once.

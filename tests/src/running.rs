@@ -30,6 +30,12 @@ where
         Self { name, shutdown, task: Some(task) }
     }
 
+    /// Starts the graceful stop without waiting for it (a test can watch
+    /// the service while it stops, then call [`Self::stop`]).
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops the service gracefully and waits until it has drained.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -11,6 +11,8 @@
 //! Each service owns its own database (or SQLite file): migrations of two
 //! services must not share one `_sqlx_migrations` table.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sb_config::DatabaseArgs;
@@ -59,6 +61,52 @@ pub struct Db {
     pub pool: AnyPool,
     /// The engine.
     pub backend: Backend,
+    /// Until when (ms since [`Suspect::epoch`]) every connection handed out
+    /// is pinged first: set when a statement lost its connection.
+    suspect: Arc<Suspect>,
+}
+
+/// After a statement lost its connection (a database restart or fail-over),
+/// the pool's other idle connections are likely dead too: for
+/// [`SUSPECT_FOR`] every connection is pinged before it is handed out, and a
+/// dead one is dropped instead of failing the next statement.
+#[derive(Debug)]
+struct Suspect {
+    epoch: std::time::Instant,
+    until_ms: AtomicU64,
+}
+
+/// How long connections are pinged before use after one was found lost.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
+impl Suspect {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn mark(&self) {
+        let until = self.now_ms() + u64::try_from(SUSPECT_FOR.as_millis()).unwrap_or(u64::MAX);
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn active(&self) -> bool {
+        self.now_ms() < self.until_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether `error` means the statement's connection is gone (the server
+/// restarted, failed over or cut it) rather than that the statement failed:
+/// an I/O or protocol error, or PostgreSQL's connection-exception (`08…`)
+/// and operator-intervention (`57P01` admin shutdown, `57P02` crash
+/// shutdown, `57P03` cannot connect now) codes.
+pub fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
 }
 
 impl Backend {
@@ -117,13 +165,16 @@ impl Db {
         // trip (PostgreSQL) or worker-thread hop (SQLite) per query. Ping only
         // connections that sat idle long enough to have been cut (database
         // restart, proxy timeout); a failed ping drops that connection.
+        let suspect = Arc::new(Suspect { epoch: std::time::Instant::now(), until_ms: AtomicU64::new(0) });
+        let check = suspect.clone();
         let mut pool_options = AnyPoolOptions::new()
             .max_connections(args.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
+            .before_acquire(move |connection, meta| {
+                let suspect = check.active();
                 Box::pin(async move {
-                    if meta.idle_for < PING_IF_IDLE_FOR {
+                    if meta.idle_for < PING_IF_IDLE_FOR && !suspect {
                         return Ok(true);
                     }
                     use sqlx::Connection as _;
@@ -142,7 +193,27 @@ impl Db {
             });
         }
         let pool = pool_options.connect_with(options).await.map_err(|source| DbError::Connect { backend, source })?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, suspect })
+    }
+
+    /// Runs `read`, a statement that may run twice (a query, or a write that
+    /// is idempotent): if it lost its connection (see [`is_connection_lost`]),
+    /// the pool pings connections before use for a while and `read` runs once
+    /// more, on a live connection. So the first requests after a database
+    /// restart are answered instead of failing once per pooled connection.
+    pub async fn retry_lost<T, F, Fut>(&self, mut read: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match read().await {
+            Err(error) if is_connection_lost(&error) => {
+                tracing::warn!(%error, "database connection lost; checking the pool's connections and retrying once");
+                self.suspect.mark();
+                read().await
+            }
+            other => other,
+        }
     }
 
     /// Runs the migrations for this engine.
@@ -168,7 +239,17 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::Backend;
+    use super::{Backend, is_connection_lost};
+
+    #[test]
+    fn lost_connections_are_told_from_failed_statements() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert!(is_connection_lost(&sqlx::Error::Io(reset)));
+        assert!(is_connection_lost(&sqlx::Error::Protocol("unexpected end of stream".into())));
+        assert!(!is_connection_lost(&sqlx::Error::RowNotFound));
+        assert!(!is_connection_lost(&sqlx::Error::PoolTimedOut));
+        assert!(!is_connection_lost(&sqlx::Error::ColumnNotFound("id".into())));
+    }
 
     #[test]
     fn parameters_are_numbered_on_postgres_and_positional_on_sqlite() {

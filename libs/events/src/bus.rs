@@ -10,6 +10,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use sb_config::{NatsArgs, NatsAuth, NatsServers};
+
+use crate::ingest::MessageAccepted;
 use crate::rpc::{Reply, RpcError};
 use crate::{HEADER_MSG_ID, Subjects};
 
@@ -20,12 +23,43 @@ pub const CLOSE_STEP_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// The initial connection failed.
-    #[error("connect to NATS at {url}: {source}")]
+    #[error("connect to NATS at {url}{tls}: {source}")]
     Connect {
-        /// `NATS_URL`.
+        /// `NATS_URL`, without credentials.
         url: String,
+        /// The TLS settings in force (` with TLS: NATS_TLS_CA_FILE=…`), or empty.
+        tls: String,
         /// What the client said.
         source: async_nats::ConnectError,
+    },
+    /// NATS refused the credentials (or asked for some and none are set).
+    #[error("NATS at {url} refused the credentials from {setting}: {source}")]
+    Refused {
+        /// `NATS_URL`, without credentials.
+        url: String,
+        /// The setting to fix (`NATS_CREDS_FILE=/etc/nats/app.creds`).
+        setting: String,
+        /// What the client said.
+        source: async_nats::ConnectError,
+    },
+    /// The NATS settings do not work together, or a file they name is unusable.
+    #[error(transparent)]
+    Settings(#[from] sb_config::NatsSettingError),
+    /// A credentials or seed file could not be read.
+    #[error("read {setting}: {source}")]
+    CredentialsFile {
+        /// The setting and its path (`NATS_CREDS_FILE=/x`).
+        setting: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A URL in `NATS_URL` does not parse.
+    #[error("NATS_URL has an unusable URL {url}: {source}")]
+    Url {
+        /// The URL, without credentials.
+        url: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// `SUBJECT_PREFIX` is not usable.
     #[error(transparent)]
@@ -78,6 +112,14 @@ pub enum BusError {
         /// Why.
         source: async_nats::jetstream::context::CreateStreamError,
     },
+    /// A subscription could not be made.
+    #[error("subscribe to {subject}: {source}")]
+    Subscribe {
+        /// Where.
+        subject: String,
+        /// Why.
+        source: async_nats::SubscribeError,
+    },
     /// A payload is not the JSON we expect.
     #[error("decode payload on {subject}: {source}")]
     Decode {
@@ -105,26 +147,23 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to `url` as `name` (shown by `nats server report connections`).
-    /// The client reconnects by itself after the first connection succeeded.
-    pub async fn connect(url: &str, subject_prefix: &str, name: &str) -> Result<Self, BusError> {
-        let subjects = Subjects::new(subject_prefix)?;
-        let client = async_nats::ConnectOptions::new()
-            .name(name)
-            .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(5)))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("disconnected from NATS, reconnecting")
-                    }
-                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                    other => tracing::debug!(event = %other, "NATS client event"),
-                }
+    /// Connects as `name` (shown by `nats server report connections`) with
+    /// the URLs, credentials and TLS of `nats`, the same way in every service.
+    /// The client reconnects by itself after the first connection succeeded;
+    /// a refused credential or a failed TLS handshake fails here, naming the
+    /// setting to fix.
+    pub async fn connect(nats: &NatsArgs, name: &str) -> Result<Self, BusError> {
+        let subjects = Subjects::new(&nats.subject_prefix)?;
+        let servers = nats.servers()?;
+        let options = connect_options(&servers, name).await?;
+        let addrs = servers
+            .urls
+            .iter()
+            .map(|url| {
+                url.parse::<async_nats::ServerAddr>().map_err(|source| BusError::Url { url: url.clone(), source })
             })
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect { url: url.to_owned(), source })?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = options.connect(addrs).await.map_err(|source| connect_error(&servers, source))?;
         Ok(Self::from_client(client, subjects))
     }
 
@@ -193,6 +232,18 @@ impl Bus {
         pending.await.map_err(|source| BusError::JetStreamPublish { subject, source })
     }
 
+    /// Publishes an accepted message to the ingest stream: the subject comes
+    /// from its target ([`Subjects::ingest`]), `Nats-Msg-Id` from its id.
+    /// Once this returns `Ok` the stream has stored it, so the client may be
+    /// acked; a retry with the same message is stored once.
+    pub async fn publish_accepted(
+        &self,
+        message: &MessageAccepted,
+    ) -> Result<jetstream::publish::PublishAck, BusError> {
+        let subject = self.subjects.ingest(&message.target);
+        self.publish_durable(subject, message.id.as_str(), message).await
+    }
+
     /// Sends already-encoded `payload` to a stream with `Nats-Msg-Id` =
     /// `msg_id` without waiting for the stream's acknowledgement: the
     /// returned future resolves to it. Publishes sent one after another on
@@ -231,6 +282,45 @@ impl Bus {
             .map_err(|source| BusError::Request { subject: subject.clone(), source })?;
         let reply: Reply<R> = decode(&subject, &message.payload)?;
         reply.into_result().map_err(|source| BusError::Remote { subject, source })
+    }
+
+    /// Sends `query` on `subject`, which several responders may answer
+    /// (e.g. every edge on `control.edges`), and collects their [`Reply`]s
+    /// until `expected` arrived or `window` passed, whichever is first
+    /// (`expected` 0: not known, the whole window). An answer that does not
+    /// decode is skipped (logged).
+    pub async fn request_all<Q: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        subject: String,
+        query: &Q,
+        expected: usize,
+        window: Duration,
+    ) -> Result<Vec<Reply<R>>, BusError> {
+        let bytes = Bytes::from(serde_json::to_vec(query)?);
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|source| BusError::Subscribe { subject: inbox.clone(), source })?;
+        let mut headers = HeaderMap::new();
+        sb_telemetry::nats::inject(&mut headers);
+        self.client
+            .publish_with_reply_and_headers(subject.clone(), inbox, headers, bytes)
+            .await
+            .map_err(|source| BusError::Publish { subject: subject.clone(), source })?;
+        let mut replies = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while expected == 0 || replies.len() < expected {
+            match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut answers)).await {
+                Ok(Some(message)) => match decode::<Reply<R>>(&subject, &message.payload) {
+                    Ok(reply) => replies.push(reply),
+                    Err(error) => tracing::warn!(%error, "skipping an answer that does not decode"),
+                },
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(replies)
     }
 
     /// Answers a request whose reply subject is `reply_to`.
@@ -304,6 +394,83 @@ impl Bus {
             Ok(Err(error)) => tracing::warn!(%error, "drain NATS at shutdown"),
             Err(_) => tracing::warn!(timeout = ?CLOSE_STEP_TIMEOUT, "draining NATS at shutdown took too long"),
         }
+    }
+}
+
+/// The client options for `servers`: credentials, TLS and our timeouts.
+async fn connect_options(servers: &NatsServers, name: &str) -> Result<async_nats::ConnectOptions, BusError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(5)))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS, reconnecting"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                other => tracing::debug!(event = %other, "NATS client event"),
+            }
+        });
+    let file_error = |source: std::io::Error| BusError::CredentialsFile { setting: servers.auth.setting(), source };
+    options = match &servers.auth {
+        NatsAuth::None => options,
+        NatsAuth::UserPassword { user, password, .. } => {
+            options.user_and_password(user.clone(), password.expose().to_owned())
+        }
+        NatsAuth::Token { token, .. } => options.token(token.expose().to_owned()),
+        NatsAuth::NKeySeedFile(path) => {
+            let seed = tokio::fs::read_to_string(path).await.map_err(file_error)?;
+            options.nkey(seed.trim().to_owned())
+        }
+        NatsAuth::CredsFile(path) => options.credentials_file(path).await.map_err(file_error)?,
+    };
+    if let Some(ca) = &servers.tls.ca_file {
+        // async-nats reads the file only while connecting; a missing one
+        // should name its setting now rather than fail as a handshake.
+        tokio::fs::metadata(ca).await.map_err(|source| BusError::CredentialsFile {
+            setting: format!("NATS_TLS_CA_FILE={}", ca.display()),
+            source,
+        })?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &servers.tls.client_cert {
+        for (setting, path) in [("NATS_TLS_CERT_FILE", cert), ("NATS_TLS_KEY_FILE", key)] {
+            tokio::fs::metadata(path).await.map_err(|source| BusError::CredentialsFile {
+                setting: format!("{setting}={}", path.display()),
+                source,
+            })?;
+        }
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options.require_tls(servers.tls.required))
+}
+
+/// Turns a failed first connection into an error that names what to fix:
+/// the credential setting when NATS refused it, the TLS settings otherwise
+/// when TLS is in use.
+fn connect_error(servers: &NatsServers, source: async_nats::ConnectError) -> BusError {
+    let url = servers.display_urls();
+    match source.kind() {
+        async_nats::ConnectErrorKind::AuthorizationViolation | async_nats::ConnectErrorKind::Authentication => {
+            BusError::Refused { url, setting: servers.auth.setting(), source }
+        }
+        _ => {
+            let tls = if servers.tls.required || source.kind() == async_nats::ConnectErrorKind::Tls {
+                format!(" with TLS ({})", servers.tls.settings())
+            } else {
+                String::new()
+            };
+            BusError::Connect { url, tls, source }
+        }
+    }
+}
+
+/// The `nats` readiness check: `ok` while the client is connected,
+/// `disconnected` while it is reconnecting (it keeps trying by itself).
+pub fn connection_check(client: &async_nats::Client) -> sb_service::Check {
+    match client.connection_state() {
+        async_nats::connection::State::Connected => sb_service::Check::Ok,
+        async_nats::connection::State::Pending => sb_service::Check::failing("connecting"),
+        async_nats::connection::State::Disconnected => sb_service::Check::failing("disconnected"),
     }
 }
 

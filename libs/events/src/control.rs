@@ -33,6 +33,17 @@ pub enum EdgeCommand {
         /// Shown to the client.
         reason: String,
     },
+    /// Start draining: fail readiness, refuse new connections and close
+    /// every socket's transport (not a Socket.IO DISCONNECT, so clients
+    /// reconnect elsewhere), paced evenly over `over_ms`. Answered at once,
+    /// with the sockets to close and the duration in [`EdgeCommandDone`].
+    /// A second `Drain` changes nothing and answers the drain in progress.
+    Drain {
+        /// How long to spread the closes over; `None`: the edge's
+        /// `DRAIN_DURATION`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        over_ms: Option<u64>,
+    },
 }
 
 /// What an edge did with an [`EdgeCommand`].
@@ -40,6 +51,32 @@ pub enum EdgeCommand {
 pub struct EdgeCommandDone {
     /// The edge that answered.
     pub edge: String,
-    /// Sockets affected (sessions snapshotted or sockets kicked).
+    /// Sockets affected (sessions snapshotted, sockets kicked, or sockets a
+    /// drain will close).
     pub sockets: u64,
+    /// For `Drain`: the duration the closes are spread over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_json_round_trips_and_omits_no_duration() {
+        let command = EdgeCommand::Drain { over_ms: Some(5000) };
+        let json = serde_json::to_string(&command).unwrap();
+        assert_eq!(json, r#"{"command":"drain","over_ms":5000}"#);
+        assert_eq!(serde_json::from_str::<EdgeCommand>(&json).unwrap(), command);
+        let json = serde_json::to_string(&EdgeCommand::Drain { over_ms: None }).unwrap();
+        assert_eq!(json, r#"{"command":"drain"}"#);
+        assert_eq!(serde_json::from_str::<EdgeCommand>(&json).unwrap(), EdgeCommand::Drain { over_ms: None });
+    }
+
+    #[test]
+    fn a_done_without_duration_decodes() {
+        let done: EdgeCommandDone = serde_json::from_str(r#"{"edge":"e","sockets":2}"#).unwrap();
+        assert_eq!(done, EdgeCommandDone { edge: "e".into(), sockets: 2, over_ms: None });
+    }
 }

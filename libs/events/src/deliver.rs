@@ -36,6 +36,30 @@ impl Delivery {
     }
 }
 
+/// Deliveries to users with sockets on one edge, in one NATS message
+/// (`<p>.deliver.edge.<edge>`): what messaging routed to that edge from one
+/// batch, in order. Edge contract: emit each to the local sockets of its
+/// `user` (skipping `except_socket`), in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeDeliveries {
+    /// The deliveries, oldest first.
+    pub deliveries: Vec<UserDelivery>,
+}
+
+/// One event for every local socket of one user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserDelivery {
+    /// The user id.
+    pub user: String,
+    /// Client event name.
+    pub event: String,
+    /// The payload exactly as clients receive it.
+    pub data: Box<RawValue>,
+    /// Skip this socket (the sender's own, for its copy of a private message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except_socket: Option<String>,
+}
+
 /// Several deliveries in one NATS message (`<p>.deliver.presence`).
 ///
 /// Edge contract: every edge subscribes to `<p>.deliver.presence` and emits

@@ -6,6 +6,8 @@
 //! - [`subject`]: [`Subjects`] builds every subject from the deployment's
 //!   prefix; [`SubjectToken`] turns any client string into one safe token.
 //! - [`ids`]: validated identifiers ([`RoomName`], [`UserId`], [`EdgeId`]).
+//! - [`message`]: a message's id, body and target ([`MessageId`],
+//!   [`MessageBody`], [`MessageTarget`]), parsed once and carried typed.
 //! - [`client`]: the payloads Socket.IO clients see (DESIGN.md §2), shared by
 //!   the services that produce them.
 //! - [`ingest`], [`deliver`], [`presence`], [`control`], [`rpc`]: what travels
@@ -19,12 +21,15 @@ pub mod control;
 pub mod deliver;
 pub mod ids;
 pub mod ingest;
+pub mod message;
 pub mod presence;
 pub mod rpc;
 pub mod subject;
 pub mod timestamp;
 
 pub use ids::{EdgeId, IdError, RoomName, UserId};
+pub use ingest::{MessageAccepted, Sender};
+pub use message::{MessageBody, MessageId, MessageKind, MessageTarget};
 pub use subject::{SubjectToken, Subjects};
 
 /// NATS header carrying the JetStream de-duplication id (the message id on

@@ -75,6 +75,29 @@ pub struct SessionState {
     pub connected_at_ms: i64,
     /// Rooms the socket is in.
     pub rooms: Vec<String>,
+    /// The socket's transport when the snapshot was taken (older edges omit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+}
+
+/// The Engine.IO transport a socket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// A WebSocket.
+    Websocket,
+    /// HTTP long-polling.
+    Polling,
+}
+
+impl Transport {
+    /// `websocket` or `polling`, as the Engine.IO query parameter names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Websocket => "websocket",
+            Self::Polling => "polling",
+        }
+    }
 }
 
 /// What an edge reports.
@@ -102,6 +125,9 @@ pub enum PresenceEventKind {
         user: PublicUser,
         /// Epoch milliseconds.
         connected_at_ms: i64,
+        /// The transport the socket connected with (older edges omit it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport: Option<Transport>,
     },
     /// A socket disconnected (for any reason).
     SessionClosed {
@@ -152,6 +178,23 @@ pub struct EdgeHeartbeat {
     pub sent_at_ms: i64,
     /// The edge's heartbeat interval, so presence knows when one is late.
     pub interval_ms: u64,
+    /// The edge takes private deliveries on its own subject
+    /// (`<p>.deliver.edge.<edge>`); messaging sends them there instead of
+    /// `<p>.deliver.user.<id>` only to edges that say so (older edges do not).
+    #[serde(default)]
+    pub edge_delivery: bool,
+    /// Where clients reach this edge (`ADVERTISE_URL`); empty from older edges.
+    #[serde(default)]
+    pub address: String,
+    /// The edge's version (its crate version); empty from older edges.
+    #[serde(default)]
+    pub version: String,
+    /// The edge is draining: not ready, refusing connects, closing its sockets.
+    #[serde(default)]
+    pub draining: bool,
+    /// Distinct users with a socket on this edge now.
+    #[serde(default)]
+    pub users: u64,
 }
 
 /// A question for presence.
@@ -185,6 +228,31 @@ pub enum PresenceQuery {
         /// User ids.
         users: Vec<String>,
     },
+    /// Where each of `users` is connected; answered with [`Locations`].
+    Locate {
+        /// User ids.
+        users: Vec<String>,
+    },
+}
+
+/// The answer to [`PresenceQuery::Locate`]: for every asked user that is
+/// online, the edges holding its sockets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locations {
+    /// Online users only, by id.
+    pub users: std::collections::BTreeMap<String, Vec<EdgeSockets>>,
+}
+
+/// How many sockets of one user one edge holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeSockets {
+    /// The edge's id.
+    pub edge: String,
+    /// The user's sockets on it.
+    pub sockets: u32,
+    /// The edge takes deliveries on `<p>.deliver.edge.<edge>` (its heartbeat
+    /// said so); otherwise send to `<p>.deliver.user.<id>`.
+    pub edge_delivery: bool,
 }
 
 /// Members of a room.
@@ -230,7 +298,18 @@ mod tests {
         let kinds = [
             PresenceEventKind::EdgeUp,
             PresenceEventKind::EdgeDown { incarnation: "0191".into() },
-            PresenceEventKind::SessionOpened { socket: "s1".into(), user: user.clone(), connected_at_ms: 5 },
+            PresenceEventKind::SessionOpened {
+                socket: "s1".into(),
+                user: user.clone(),
+                connected_at_ms: 5,
+                transport: Some(Transport::Polling),
+            },
+            PresenceEventKind::SessionOpened {
+                socket: "s2".into(),
+                user: user.clone(),
+                connected_at_ms: 5,
+                transport: None,
+            },
             PresenceEventKind::SessionClosed { socket: "s1".into() },
             PresenceEventKind::RoomJoined { socket: "s1".into(), room: "r".into() },
             PresenceEventKind::RoomLeft { socket: "s1".into(), room: "r".into() },
@@ -238,13 +317,39 @@ mod tests {
                 snapshot: "x".into(),
                 part: 0,
                 last: true,
-                sessions: vec![SessionState { socket: "s1".into(), user, connected_at_ms: 5, rooms: vec!["r".into()] }],
+                sessions: vec![SessionState {
+                    socket: "s1".into(),
+                    user,
+                    connected_at_ms: 5,
+                    rooms: vec!["r".into()],
+                    transport: Some(Transport::Websocket),
+                }],
             },
         ];
         for kind in kinds {
             let event = PresenceEvent { edge: "e".into(), incarnation: "0192".into(), seq: 1, at_ms: 1, kind };
             let json = serde_json::to_string(&event).unwrap();
             assert_eq!(serde_json::from_str::<PresenceEvent>(&json).unwrap(), event, "{json}");
+        }
+    }
+
+    #[test]
+    fn what_older_edges_send_still_decodes() {
+        let opened = r#"{"edge":"e","incarnation":"1","seq":2,"at_ms":3,"type":"session_opened","socket":"s1","user":{"id":"u","email":"u@x"},"connected_at_ms":5}"#;
+        let event: PresenceEvent = serde_json::from_str(opened).unwrap();
+        assert!(matches!(event.kind, PresenceEventKind::SessionOpened { transport: None, .. }), "{event:?}");
+
+        let heartbeat = r#"{"edge":"e","incarnation":"1","last_seq":2,"sockets":3,"sent_at_ms":4,"interval_ms":2000}"#;
+        let heartbeat: EdgeHeartbeat = serde_json::from_str(heartbeat).unwrap();
+        assert_eq!((heartbeat.address.as_str(), heartbeat.version.as_str()), ("", ""));
+        assert!(!heartbeat.draining && !heartbeat.edge_delivery);
+        assert_eq!(heartbeat.users, 0);
+    }
+
+    #[test]
+    fn transport_json_is_the_engine_io_name() {
+        for transport in [Transport::Websocket, Transport::Polling] {
+            assert_eq!(serde_json::to_string(&transport).unwrap(), format!("\"{}\"", transport.as_str()));
         }
     }
 }

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::ids::{EdgeId, RoomName, UserId};
+use crate::message::MessageTarget;
 
 /// One subject token made from any string: base64url without padding of its
 /// UTF-8 bytes (the empty string becomes `=`). A token never contains `.`,
@@ -84,25 +85,32 @@ impl Subjects {
     pub fn ingest_stream(&self) -> String {
         format!("{}_MSG", self.stream_prefix)
     }
+    /// Accepted messages batched by one edge ([`crate::ingest::IngestBatch`]).
+    pub fn ingest_batch(&self, edge: &EdgeId) -> String {
+        format!("{}.msg.batch.{}", self.prefix, SubjectToken::encode(edge.as_str()).as_str())
+    }
+    /// Whether `subject` carries an [`crate::ingest::IngestBatch`].
+    pub fn is_ingest_batch(&self, subject: &str) -> bool {
+        subject.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with(".msg.batch."))
+    }
     /// Every ingest subject (`<p>.msg.>`), the ingest stream's filter.
     pub fn ingest_all_subjects(&self) -> String {
         format!("{}.msg.>", self.prefix)
     }
-    /// A message to a room.
-    pub fn ingest_room(&self, room: &RoomName) -> String {
-        format!("{}.msg.room.{}", self.prefix, SubjectToken::encode(room.as_str()).as_str())
-    }
-    /// A private message to a user.
-    pub fn ingest_user(&self, user: &UserId) -> String {
-        format!("{}.msg.user.{}", self.prefix, SubjectToken::encode(user.as_str()).as_str())
-    }
-    /// A message to every connected user.
-    pub fn ingest_broadcast(&self) -> String {
-        format!("{}.msg.all", self.prefix)
-    }
-    /// An admin announcement.
-    pub fn ingest_announcement(&self) -> String {
-        format!("{}.msg.announce", self.prefix)
+    /// The ingest subject of a message to `target`: `<p>.msg.room.<room>`,
+    /// `<p>.msg.user.<user>`, `<p>.msg.all` or `<p>.msg.announce`. Derived
+    /// from the target, so a message's subject and kind never disagree.
+    pub fn ingest(&self, target: &MessageTarget) -> String {
+        match target {
+            MessageTarget::Room(room) => {
+                format!("{}.msg.room.{}", self.prefix, SubjectToken::encode(room.as_str()).as_str())
+            }
+            MessageTarget::User(user) => {
+                format!("{}.msg.user.{}", self.prefix, SubjectToken::encode(user.as_str()).as_str())
+            }
+            MessageTarget::Everyone => format!("{}.msg.all", self.prefix),
+            MessageTarget::Announcement => format!("{}.msg.announce", self.prefix),
+        }
     }
 
     // --- deliver: what edges emit to their sockets, core NATS ---
@@ -114,6 +122,20 @@ impl Subjects {
     /// Deliveries to every socket of a user.
     pub fn deliver_user(&self, user: &UserId) -> String {
         format!("{}.deliver.user.{}", self.prefix, SubjectToken::encode(user.as_str()).as_str())
+    }
+    /// Every user delivery subject (`<p>.deliver.user.*`): an edge
+    /// subscribes to it once, instead of once per user.
+    pub fn deliver_user_all(&self) -> String {
+        format!("{}.deliver.user.*", self.prefix)
+    }
+    /// The user a `deliver.user.<token>` subject is for.
+    pub fn user_of_deliver_subject(&self, subject: &str) -> Option<UserId> {
+        let token = subject.strip_prefix(&self.prefix)?.strip_prefix(".deliver.user.")?;
+        UserId::parse(SubjectToken::decode(token)?).ok()
+    }
+    /// Private deliveries routed to one edge ([`crate::deliver::EdgeDeliveries`]).
+    pub fn deliver_edge(&self, edge: &EdgeId) -> String {
+        format!("{}.deliver.edge.{}", self.prefix, SubjectToken::encode(edge.as_str()).as_str())
     }
     /// Deliveries to every connected socket.
     pub fn deliver_all(&self) -> String {
@@ -215,6 +237,28 @@ mod tests {
             assert_eq!(subject.split('.').count(), 4, "{subject}");
             assert!(!subject.contains(['*', '>']), "{subject}");
         }
+    }
+
+    #[test]
+    fn user_delivery_subjects_decode_back() {
+        let subjects = Subjects::default();
+        let user = UserId::parse("a.b*>").unwrap();
+        assert_eq!(subjects.user_of_deliver_subject(&subjects.deliver_user(&user)), Some(user));
+        assert_eq!(subjects.user_of_deliver_subject("sb.deliver.room.YQ"), None);
+        assert_eq!(subjects.user_of_deliver_subject("other.deliver.user.YQ"), None);
+        let edge = EdgeId::parse("edge-0").unwrap();
+        assert!(subjects.is_ingest_batch(&subjects.ingest_batch(&edge)));
+        assert!(!subjects.is_ingest_batch(&subjects.ingest(&MessageTarget::Everyone)));
+    }
+
+    #[test]
+    fn ingest_subjects_follow_the_target() {
+        let subjects = Subjects::default();
+        let room = MessageTarget::Room(RoomName::parse("a.*").unwrap());
+        assert_eq!(subjects.ingest(&room), "sb.msg.room.YS4q");
+        assert_eq!(subjects.ingest(&MessageTarget::User(UserId::parse("bob").unwrap())), "sb.msg.user.Ym9i");
+        assert_eq!(subjects.ingest(&MessageTarget::Everyone), "sb.msg.all");
+        assert_eq!(subjects.ingest(&MessageTarget::Announcement), "sb.msg.announce");
     }
 
     #[test]

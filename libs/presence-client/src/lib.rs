@@ -11,19 +11,11 @@
 //!   snapshot of its sessions and kick a user's sockets.
 //! - [`PresenceQueries`]: the questions an edge (or messaging) asks presence:
 //!   online users, a room's members, which users are online.
-//! - [`PresenceThrottle`]: a budget of presence frames per second, so the
-//!   O(N²) fan-out of `user_online` during a connect storm cannot starve an
-//!   edge's other work. It is a [`TokenBucket`], which the edge also uses
-//!   for each socket's event budget.
 //!
 //! See `docs/presence.md` for the protocol and its guarantees.
 
-mod bucket;
 mod queries;
 mod reporter;
-mod throttle;
 
-pub use bucket::TokenBucket;
 pub use queries::{DEFAULT_PAGE, MAX_PAGE, PresenceQueries, QueryError};
-pub use reporter::{Reporter, ReporterConfig, ReporterError, SessionSource, StoredSeq};
-pub use throttle::PresenceThrottle;
+pub use reporter::{DrainStarted, EdgeStatus, Reporter, ReporterConfig, ReporterError, SessionSource, StoredSeq};

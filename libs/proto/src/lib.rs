@@ -33,3 +33,11 @@ pub mod messaging {
         tonic::include_proto!("switchboard.messaging.v1");
     }
 }
+
+/// Edge control (kick, drain, list edges), served by the presence service.
+pub mod edge {
+    /// Version 1 of the edge control API (`switchboard.edge.v1`).
+    pub mod v1 {
+        tonic::include_proto!("switchboard.edge.v1");
+    }
+}

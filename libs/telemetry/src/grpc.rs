@@ -53,37 +53,67 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     span
 }
 
+/// The reflection services of one server, in both protocol versions:
+/// `grpc.reflection.v1` (grpcurl, Postman) and `grpc.reflection.v1alpha`
+/// (Python grpcio's reflection client, `grpc_cli`, older grpcurl and several
+/// GUI clients, which get UNIMPLEMENTED without it).
+pub struct Reflection<V1, V1Alpha> {
+    /// `grpc.reflection.v1.ServerReflection`.
+    pub v1: tonic_reflection::server::v1::ServerReflectionServer<V1>,
+    /// `grpc.reflection.v1alpha.ServerReflection`.
+    pub v1alpha: tonic_reflection::server::v1alpha::ServerReflectionServer<V1Alpha>,
+}
+
 /// Starts the gRPC server every Switchboard service runs: one [`server_span`]
-/// per request, tonic-health's `health` service and the v1 `reflection`
-/// service. The caller adds its own service and serves the router on its
+/// per request, tonic-health's `health` service and both `reflection`
+/// services. The caller adds its own services and serves the router on its
 /// pre-bound listener (`serve_with_incoming_shutdown`).
 pub fn router(
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-    reflection: tonic_reflection::server::v1::ServerReflectionServer<
+    reflection: Reflection<
         impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
 ) -> tonic::transport::server::Router {
-    tonic::transport::Server::builder().trace_fn(server_span).add_service(health).add_service(reflection)
+    tonic::transport::Server::builder()
+        .trace_fn(server_span)
+        .add_service(health)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
 }
 
-/// Builds the v1 reflection service for one Switchboard service: it lists
-/// `service` (e.g. `switchboard.auth.v1.AuthService`, described in
-/// `descriptor_set`), `grpc.health.v1.Health` and the reflection service
-/// itself — what the server really serves, so `grpcurl list` tells the truth.
+/// Builds the reflection services (v1 and v1alpha) for one Switchboard
+/// server: they list `services` (e.g. `switchboard.auth.v1.AuthService`,
+/// described in `descriptor_set`), `grpc.health.v1.Health` and the two
+/// reflection services themselves — what the server really serves, so
+/// `grpcurl list` tells the truth.
 pub fn reflection(
     descriptor_set: &'static [u8],
-    service: &'static str,
+    services: &[&'static str],
 ) -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    Reflection<
+        impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both versions' descriptors in both, so each resolves every listed name.
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for service in services {
+            builder = builder.with_service_name(*service);
+        }
+        builder
+    };
+    Ok(Reflection { v1: builder().build_v1()?, v1alpha: builder().build_v1alpha()? })
 }
 
 /// Client interceptor: adds the current span's trace context to the request.

@@ -11,7 +11,6 @@
 //! - [`http`] serves `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 
 pub mod grpc;
-pub mod http;
 pub mod nats;
 
 use opentelemetry::trace::TracerProvider as _;

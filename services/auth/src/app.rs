@@ -11,11 +11,9 @@ use prometheus_client::registry::Registry;
 use sb_db::Db;
 use sb_events::bus::Bus;
 use sb_proto::auth::v1::auth_service_server::AuthServiceServer;
-use sb_telemetry::http::Readiness;
+use sb_service::Service;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::{Config, DEV_JWT_SECRET, MAX_TOKEN_TTL_SECS};
 use crate::error::AuthError;
@@ -29,8 +27,8 @@ use crate::token::TokenKeys;
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// How long in-flight requests may take to finish after shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gRPC service this server answers for (health reports it by name).
+const GRPC_SERVICE: &str = "switchboard.auth.v1.AuthService";
 
 /// Why auth could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +54,9 @@ pub enum StartError {
     /// The reflection service could not be built.
     #[error("build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("serve gRPC: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    /// The metrics endpoint failed.
-    #[error("serve metrics: {0}")]
-    Metrics(std::io::Error),
+    /// A server failed while running.
+    #[error(transparent)]
+    Service(#[from] sb_service::ServiceError),
 }
 
 /// A built auth service, ready to [`App::run`].
@@ -72,6 +67,7 @@ pub struct App {
     metrics_addr: SocketAddr,
     core: Arc<AuthCore>,
     registry: Arc<Registry>,
+    shutdown_timeout: Duration,
 }
 
 impl App {
@@ -93,7 +89,7 @@ impl App {
             }
             None => return Err(StartError::MissingJwtSecret),
         };
-        let mut keys = TokenKeys::new(secret.as_bytes(), Duration::from_secs(config.clock_skew_secs));
+        let mut keys = TokenKeys::new(secret.as_bytes(), config.jwt_clock_skew);
         if let Some(previous) = config.jwt_secret_previous.as_ref().filter(|previous| !previous.is_empty()) {
             if previous.expose() == secret {
                 tracing::warn!("JWT_SECRET_PREVIOUS equals JWT_SECRET; it has no effect");
@@ -118,7 +114,7 @@ impl App {
 
         let db = Db::connect(&config.database).await?;
         db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
-        let bus = Bus::connect(&config.nats.url, &config.nats.subject_prefix, "sb-auth").await?;
+        let bus = Bus::connect(&config.nats, "sb-auth").await?;
 
         let mut registry = Registry::with_prefix("sb_auth");
         let metrics = AuthMetrics::register(&mut registry);
@@ -127,18 +123,23 @@ impl App {
             keys,
             bus,
             metrics,
-            token_ttl_s: config.token_ttl_secs,
+            token_ttl_s: config.token_ttl.as_secs(),
             max_token_ttl_s: MAX_TOKEN_TTL_SECS,
-            login_guard: LoginGuard::new(
-                config.login_max_failures,
-                Duration::from_secs(config.login_failure_window_secs),
-            ),
+            login_guard: LoginGuard::new(config.login_max_failures, config.login_failure_window),
         });
         if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
             core.ensure_bootstrap_admin(email, password.expose()).await.map_err(StartError::BootstrapAdmin)?;
         }
         tracing::info!(%grpc_addr, %metrics_addr, backend = ?core.store.db().backend, "auth built");
-        Ok(Self { grpc_listener, metrics_listener, grpc_addr, metrics_addr, core, registry: Arc::new(registry) })
+        Ok(Self {
+            grpc_listener,
+            metrics_listener,
+            grpc_addr,
+            metrics_addr,
+            core,
+            registry: Arc::new(registry),
+            shutdown_timeout: config.shutdown_timeout,
+        })
     }
 
     /// Where the gRPC server listens.
@@ -152,75 +153,30 @@ impl App {
     }
 
     /// Serves gRPC and the metrics endpoint until `shutdown` completes (or a
-    /// server fails), then marks itself not serving, lets in-flight calls
-    /// finish (up to 10 s), and closes NATS and the database pool.
+    /// server fails), then stops within `SHUTDOWN_TIMEOUT`: not serving
+    /// first, in-flight calls finish, NATS and the database pool are closed.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let token = CancellationToken::new();
-        let readiness = Readiness::new();
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<AuthServiceServer<AuthGrpc>>().await;
-        let reflection =
-            sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, "switchboard.auth.v1.AuthService")?;
-
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
-        let grpc_service = AuthServiceServer::new(AuthGrpc::new(Arc::clone(&self.core)));
-        let grpc_token = token.clone();
-        let grpc = async move {
-            let serve = sb_telemetry::grpc::router(health_service, reflection)
-                .add_service(grpc_service)
-                .serve_with_incoming_shutdown(incoming, grpc_token.clone().cancelled_owned());
-            let drain_deadline = async {
-                grpc_token.cancelled().await;
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
-            };
-            let result = tokio::select! {
-                result = serve => result.map_err(StartError::from),
-                () = drain_deadline => {
-                    tracing::warn!("gRPC calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
-                    Ok(())
-                }
-            };
-            grpc_token.cancel();
-            result
-        };
-        let metrics_token = token.clone();
-        let metrics = {
-            let readiness = readiness.clone();
-            async move {
-                let result = sb_telemetry::http::serve(
-                    self.metrics_listener,
-                    self.registry,
-                    readiness,
-                    metrics_token.clone().cancelled_owned(),
-                )
-                .await
-                .map_err(StartError::Metrics);
-                metrics_token.cancel();
-                result
-            }
-        };
-        let watcher = {
-            let token = token.clone();
-            let readiness = readiness.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => tracing::info!("auth shutting down"),
-                    () = token.cancelled() => tracing::warn!("a server stopped; shutting auth down"),
-                }
-                readiness.set_not_ready();
-                health_reporter.set_not_serving::<AuthServiceServer<AuthGrpc>>().await;
-                // "" is the whole server: what a Kubernetes gRPC probe without a service name asks.
-                health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-                token.cancel();
-            }
-        };
-        readiness.set_ready();
-        tracing::info!(grpc_addr = %self.grpc_addr, metrics_addr = %self.metrics_addr, "auth serving");
-        let (grpc_result, metrics_result, ()) = tokio::join!(grpc, metrics, watcher);
-
-        self.core.bus.close().await;
-        self.core.store.db().close().await;
-        tracing::info!("auth stopped");
-        grpc_result.and(metrics_result)
+        let Self { grpc_listener, metrics_listener, grpc_addr, metrics_addr, core, registry, shutdown_timeout } = self;
+        let service = Service::new("auth");
+        let nats = core.bus.client.clone();
+        service.health().add_probe("nats", move || sb_events::bus::connection_check(&nats));
+        let reflection = sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, &[GRPC_SERVICE])?;
+        let grpc = sb_telemetry::grpc::router(service.grpc_health(&[GRPC_SERVICE]).await, reflection)
+            .add_service(AuthServiceServer::new(AuthGrpc::new(Arc::clone(&core))));
+        service.serve_grpc(grpc_listener, grpc);
+        service.serve_ops(metrics_listener, registry);
+        tracing::info!(%grpc_addr, %metrics_addr, "auth serving");
+        service
+            .run(
+                shutdown,
+                shutdown_timeout,
+                |_| async {},
+                |_| async move {
+                    core.bus.close().await;
+                    core.store.db().close().await;
+                },
+            )
+            .await?;
+        Ok(())
     }
 }

@@ -13,9 +13,17 @@ pub const DEV_JWT_SECRET: &str = "switchboard-dev-secret-do-not-use-in-productio
 /// the working directory, so a local run needs no setup.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:auth.db";
 
-/// Longest lifetime a token may be given (one year), for `TOKEN_TTL_SECS`
-/// and `IssueToken`.
+/// Longest lifetime a token may be given (one year), for `TOKEN_TTL` and
+/// `IssueToken`.
 pub const MAX_TOKEN_TTL_SECS: u64 = 31_536_000;
+
+/// Settings renamed in wave 2 (durations are written like `5s` now); a
+/// deployment that still sets an old name fails to start with the new one.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("TOKEN_TTL_SECS", "TOKEN_TTL"),
+    ("JWT_CLOCK_SKEW_SECS", "JWT_CLOCK_SKEW"),
+    ("LOGIN_FAILURE_WINDOW_SECS", "LOGIN_FAILURE_WINDOW"),
+];
 
 /// Settings for the auth service.
 #[derive(Debug, Clone, clap::Parser)]
@@ -45,24 +53,28 @@ pub struct Config {
     /// key (with a warning). Never in production.
     #[arg(long = "dev", env = "SB_DEV")]
     pub dev: bool,
-    /// Lifetime of tokens from `Login` and of `IssueToken` with ttl 0, in seconds.
-    #[arg(long = "token-ttl-secs", env = "TOKEN_TTL_SECS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
-    pub token_ttl_secs: u64,
+    /// Lifetime of tokens from `Login` and of `IssueToken` with ttl 0 (1s to 1 year).
+    #[arg(long, env = "TOKEN_TTL", default_value = "1h",
+          value_parser = sb_config::duration_between(Duration::from_secs(1), Duration::from_secs(MAX_TOKEN_TTL_SECS)))]
+    pub token_ttl: Duration,
     /// How far in the future a token's `iat` / `nbf` may lie and still be
     /// accepted, absorbing clock differences between auth replicas. `exp`
     /// gets no leeway: an expired token is expired.
-    #[arg(long = "clock-skew-secs", env = "JWT_CLOCK_SKEW_SECS", default_value_t = 5)]
-    pub clock_skew_secs: u64,
-    /// Failed logins for one email, within `LOGIN_FAILURE_WINDOW_SECS`, after
+    #[arg(long, env = "JWT_CLOCK_SKEW", default_value = "5s", value_parser = sb_config::parse_duration)]
+    pub jwt_clock_skew: Duration,
+    /// Failed logins for one email, within `LOGIN_FAILURE_WINDOW`, after
     /// which further logins for that email are refused (RESOURCE_EXHAUSTED)
     /// until the window ends. Counted per replica; 0 turns the limit off.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
-    /// The window of `LOGIN_MAX_FAILURES`, in seconds, from an email's first failure.
-    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 300,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub login_failure_window_secs: u64,
+    /// The window of `LOGIN_MAX_FAILURES`, from an email's first failure (1s to 1d).
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = "5m",
+          value_parser = sb_config::duration_between(Duration::from_secs(1), Duration::from_secs(86_400)))]
+    pub login_failure_window: Duration,
+    /// Longest graceful stop: in-flight calls finish, then NATS and the
+    /// database are closed (keep it below the orchestrator's grace period).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = sb_config::parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Email of the first admin, created at start-up when no user has it.
     #[arg(long, env = "BOOTSTRAP_ADMIN_EMAIL", requires = "bootstrap_admin_password")]
     pub bootstrap_admin_email: Option<String>,
@@ -83,7 +95,7 @@ pub struct Config {
 impl Config {
     /// The default token lifetime.
     pub fn token_ttl(&self) -> Duration {
-        Duration::from_secs(self.token_ttl_secs)
+        self.token_ttl
     }
 }
 
@@ -107,7 +119,7 @@ mod tests {
         assert_eq!(config.token_ttl(), Duration::from_secs(3600));
         assert!(config.dev);
         assert!(config.jwt_secret.is_none());
-        assert!(Config::try_parse_from(["sb-auth", "--database-url", "x", "--token-ttl-secs", "0"]).is_err());
+        assert!(Config::try_parse_from(["sb-auth", "--database-url", "x", "--token-ttl", "0s"]).is_err());
         // One of the bootstrap pair alone is refused.
         assert!(
             Config::try_parse_from(["sb-auth", "--database-url", "x", "--bootstrap-admin-email", "a@b.c"]).is_err()

@@ -1,10 +1,15 @@
-//! `sb-auth`: parse the config, start telemetry, build, serve until SIGTERM / ctrl-c.
+//! `sb-auth`: parse the config, start telemetry, build, serve until SIGTERM / ctrl-c;
+//! `sb-auth healthcheck` asks a running instance's `/readyz`.
 
-use clap::Parser as _;
+use sb_config::Invocation;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = sb_auth::Config::parse();
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    sb_config::check_renamed_env(sb_auth::config::RENAMED)?;
+    let config = match sb_config::parse_invocation::<sb_auth::Config>() {
+        Invocation::Run(config) => config,
+        Invocation::Healthcheck(config) => return Ok(sb_service::ops::healthcheck(config.metrics_addr).await),
+    };
     let telemetry = sb_telemetry::init("auth", &config.telemetry)?;
     let result = async {
         let app = sb_auth::App::build(config).await?;
@@ -15,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(%error, "auth failed");
     }
     telemetry.shutdown();
-    Ok(result?)
+    result?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

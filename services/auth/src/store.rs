@@ -142,24 +142,32 @@ impl Store {
 
     /// One user by id: VerifyToken's lookup.
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, email, role, token_version, disabled, created_at_ms, updated_at_ms FROM users WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.db.pool)
-        .await?;
+        let row = self
+            .db
+            .retry_lost(|| {
+                sqlx::query(
+                    "SELECT id, email, role, token_version, disabled, created_at_ms, updated_at_ms FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.db.pool)
+            })
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     /// One user by (normalized) email, with its password hash.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<(UserRecord, Option<String>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, email, role, token_version, disabled, created_at_ms, updated_at_ms, password_hash \
-             FROM users WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(&self.db.pool)
-        .await?;
+        let row = self
+            .db
+            .retry_lost(|| {
+                sqlx::query(
+                    "SELECT id, email, role, token_version, disabled, created_at_ms, updated_at_ms, password_hash \
+                     FROM users WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.db.pool)
+            })
+            .await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get(7)?))),
             None => Ok(None),
@@ -288,11 +296,16 @@ impl Store {
         }
         let placeholders = self.db.backend.param_list(1, ids.len());
         let sql = format!("SELECT id, email FROM users WHERE id IN ({placeholders}) ORDER BY id");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for id in ids {
-            query = query.bind(id);
-        }
-        let rows = query.fetch_all(&self.db.pool).await?;
+        let rows = self
+            .db
+            .retry_lost(|| {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).persistent(false);
+                for id in ids {
+                    query = query.bind(id);
+                }
+                query.fetch_all(&self.db.pool)
+            })
+            .await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
     }
 

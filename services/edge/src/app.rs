@@ -10,28 +10,28 @@ use sb_authn::{AuthClient, AuthnError, VerifyCacheSettings};
 use sb_events::EdgeId;
 use sb_events::bus::{Bus, BusError};
 use sb_presence_client::{PresenceQueries, Reporter, ReporterConfig, ReporterError};
-use sb_telemetry::http::Readiness;
+use sb_service::Service;
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, DRAIN_STOP_MARGIN};
 use crate::connect;
 use crate::ctx::{EdgeCtx, KnownUsers};
 use crate::delivery::{Deliveries, DeliveryError};
+use crate::drain::{Drain, DrainParts};
 use crate::http::{InvalidCorsOrigin, cors_layer, probe_readiness};
+use crate::ingest::{Ingest, IngestSettings};
 use crate::metrics::Metrics;
 use crate::payload::Limits;
 use crate::presence::{EdgeSessions, Presence};
 use crate::session::Registry;
 use crate::socket::SocketArc;
+use crate::transport::{ClosableListener, Connection};
 
 /// How often `/readyz` re-checks NATS and auth.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
-/// How long plain HTTP connections get to finish once the sockets are closed.
-const HTTP_DRAIN: Duration = Duration::from_secs(1);
 /// Bytes the WebSocket reader asks the socket for at a time (engineioxide
 /// allocates this per connection; larger frames take several reads).
 const WS_READ_BUFFER_BYTES: usize = 1024;
@@ -68,18 +68,23 @@ pub enum EdgeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The HTTP server failed.
-    #[error("serve HTTP: {0}")]
-    Serve(#[source] std::io::Error),
+    /// Settings that cannot work together.
+    #[error("{0}")]
+    Config(String),
+    /// A server or task failed while running.
+    #[error(transparent)]
+    Service(#[from] sb_service::ServiceError),
 }
 
 /// A built edge, ready to [`App::run`].
 pub struct App {
+    service: Service,
     listener: TcpListener,
+    drain_duration: Duration,
+    handshake_timeout: Duration,
     local_addr: SocketAddr,
     router: axum::Router,
     ctx: Arc<EdgeCtx>,
-    readiness: Readiness,
     auth_addr: String,
     background: CancellationToken,
     shutdown_timeout: Duration,
@@ -91,26 +96,31 @@ impl App {
     /// binds the listener. Auth is connected lazily, so the edge starts
     /// before auth does (connects are refused until auth answers).
     pub async fn build(config: Config) -> Result<App, EdgeError> {
+        config.validate().map_err(EdgeError::Config)?;
         let edge_id = EdgeId::parse(config.resolved_edge_id())?;
-        let mut bus =
-            Bus::connect(&config.nats.url, &config.nats.subject_prefix, &format!("sb-edge {edge_id}")).await?;
-        bus.request_timeout = config.request_timeout();
+        let mut bus = Bus::connect(&config.nats, &format!("sb-edge {edge_id}")).await?;
+        bus.request_timeout = config.request_timeout.max(Duration::from_millis(1));
         // Messages are accepted into the stream even while messaging is
         // down; it stores them when it comes back.
         bus.ensure_ingest_stream(config.stream_replicas).await?;
 
         let mut auth = AuthClient::connect_lazy(&config.auth_addr)?;
-        if config.auth_cache_ttl_ms > 0 {
+        if !config.auth_cache_ttl.is_zero() {
             auth = auth.with_verify_cache(VerifyCacheSettings {
-                ttl: Duration::from_millis(config.auth_cache_ttl_ms),
+                ttl: config.auth_cache_ttl,
                 ..VerifyCacheSettings::default()
             });
         }
 
-        let (layer, io) = SocketIo::builder()
+        let mut builder = SocketIo::builder();
+        if !config.handshake_timeout.is_zero() {
+            // The Socket.IO CONNECT is the last step of the handshake.
+            builder = builder.connect_timeout(config.handshake_timeout);
+        }
+        let (layer, io) = builder
             .req_path("/socket.io")
-            .ping_interval(Duration::from_millis(config.ping_interval_ms))
-            .ping_timeout(Duration::from_millis(config.ping_timeout_ms))
+            .ping_interval(config.ping_interval)
+            .ping_timeout(config.ping_timeout)
             .max_buffer_size(config.socket_buffer_packets.max(16))
             .max_payload(config.polling_max_payload)
             .ws_max_message_size(config.ws_max_message_size)
@@ -123,14 +133,61 @@ impl App {
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut prometheus);
         let registry = Registry::new();
-        let tracker = TaskTracker::new();
+        let service = Service::new("edge");
+        let tracker = service.tracker().clone();
         let background = CancellationToken::new();
-        let deliveries =
-            Deliveries::new(bus.clone(), io.clone(), metrics.clone(), tracker.clone(), config.presence_frames_per_sec);
+        let deliveries = Deliveries::new(
+            bus.clone(),
+            edge_id.clone(),
+            io.clone(),
+            metrics.clone(),
+            tracker.clone(),
+            config.presence_frames_per_sec,
+        );
         deliveries.subscribe_all(background.clone()).await?;
 
-        let sessions = Arc::new(EdgeSessions { registry: registry.clone(), io: io.clone(), metrics: metrics.clone() });
-        let reporter = Reporter::start(bus.clone(), ReporterConfig::new(edge_id.clone()), sessions).await?;
+        let drain = Drain::new(DrainParts {
+            default_over: config.drain_duration,
+            health: service.health().clone(),
+            registry: registry.clone(),
+            io: io.clone(),
+            metrics: metrics.clone(),
+            tracker: tracker.clone(),
+            stop: service.stop_token(),
+        });
+        let sessions = Arc::new(EdgeSessions {
+            registry: registry.clone(),
+            io: io.clone(),
+            metrics: metrics.clone(),
+            tracker: tracker.clone(),
+            drain: drain.clone(),
+        });
+
+        let addr = config.bind_addr();
+        let listener = sb_config::bind_listener("Socket.IO", addr)
+            .await
+            .map_err(|error| EdgeError::Bind { addr, source: error.source })?;
+        let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
+        // Private deliveries reach this edge on its own subject (heartbeats say so).
+        let reporter_config = ReporterConfig {
+            edge_delivery: true,
+            address: config.advertised_url(local_addr),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..ReporterConfig::new(edge_id.clone())
+        };
+        let reporter = Reporter::start(bus.clone(), reporter_config, sessions, &tracker).await?;
+        let ingest = Ingest::start(
+            bus.clone(),
+            &edge_id,
+            IngestSettings {
+                linger: config.ingest_linger,
+                max_batch: usize::from(config.ingest_batch_max),
+                max_in_flight: usize::from(config.ingest_max_in_flight),
+            },
+            metrics.clone(),
+            &tracker,
+            background.clone(),
+        );
         let presence = Presence { reporter, queries: PresenceQueries::new(bus.clone()) };
 
         let ctx = Arc::new(EdgeCtx {
@@ -139,6 +196,7 @@ impl App {
             auth: auth.clone(),
             io: io.clone(),
             deliveries,
+            ingest,
             registry,
             presence,
             metrics,
@@ -148,7 +206,9 @@ impl App {
             rate_per_sec: config.rate_limit_per_sec,
             rate_burst: config.rate_limit_burst,
             queue_limit: config.event_queue_limit.max(1),
-            publish_timeout: config.publish_timeout(),
+            max_rooms_per_socket: usize::from(config.max_rooms_per_socket),
+            publish_timeout: config.publish_timeout.max(Duration::from_millis(1)),
+            drain,
         });
         crate::control::watch_access(ctx.clone(), background.clone()).await?;
 
@@ -163,24 +223,24 @@ impl App {
         };
         io.ns("/", on_connect.with(middleware));
 
-        let readiness = Readiness::new();
-        let router = crate::http::router(auth, Arc::new(prometheus), readiness.clone())
+        let router = crate::http::router(auth, service.ops_router(Arc::new(prometheus)))
             .layer(layer)
+            .layer(axum::middleware::from_fn_with_state(Arc::downgrade(&ctx.drain), crate::drain::gate))
             .layer(cors_layer(&config.cors_origins)?);
+        ctx.drain.transports.set_service(router.clone());
 
-        let addr = config.bind_addr();
-        let listener = TcpListener::bind(addr).await.map_err(|source| EdgeError::Bind { addr, source })?;
-        let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind { addr, source })?;
         tracing::info!(%local_addr, edge = %edge_id, "edge listening");
         Ok(App {
+            service,
             listener,
             local_addr,
             router,
             ctx,
-            readiness,
             auth_addr: config.auth_addr,
             background,
-            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms.max(1)),
+            shutdown_timeout: config.shutdown_timeout,
+            drain_duration: config.drain_duration,
+            handshake_timeout: config.handshake_timeout,
         })
     }
 
@@ -194,81 +254,79 @@ impl App {
         self.ctx.edge_id.as_str()
     }
 
-    /// Serves until `shutdown` completes, then stops gracefully: not ready,
-    /// every socket disconnected (their close steps report to presence),
-    /// `EdgeDown` reported, background tasks stopped, NATS drained.
+    /// Serves until `shutdown` completes, then stops within
+    /// `SHUTDOWN_TIMEOUT`: not ready first, then every socket disconnected
+    /// (their close steps report to presence), `EdgeDown` reported,
+    /// background tasks stopped, NATS drained.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EdgeError> {
-        let App { listener, router, ctx, readiness, auth_addr, background, shutdown_timeout, .. } = self;
-        let probe = tokio::spawn(probe_readiness(
-            readiness.clone(),
+        let App {
+            service,
+            listener,
+            router,
+            ctx,
+            auth_addr,
+            background,
+            shutdown_timeout,
+            drain_duration,
+            handshake_timeout,
+            ..
+        } = self;
+        service.spawn_background(probe_readiness(
+            service.health().clone(),
             ctx.bus.client.clone(),
             ctx.auth.clone(),
             auth_addr,
             READINESS_INTERVAL,
-            background.clone(),
+            service.stop_token(),
         ));
-
-        let stop_server = CancellationToken::new();
-        let server = axum::serve(listener, router).with_graceful_shutdown(stop_server.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { server.await });
-        let server_result = tokio::select! {
-            () = shutdown => None,
-            result = &mut server => Some(result),
-        };
-        if let Some(result) = server_result {
-            // The server stopped by itself: report it after cleaning up.
-            background.cancel();
-            ctx.presence.reporter.shutdown().await.ok();
-            ctx.bus.close().await;
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(EdgeError::Serve(error)),
-                Err(join) => Err(EdgeError::Serve(std::io::Error::other(join))),
-            };
-        }
-
-        tracing::info!(edge = %ctx.edge_id, "edge shutting down");
-        readiness.set_not_ready();
-        probe.abort();
-        readiness.set_not_ready();
-        let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        // Closing the transports (not a Socket.IO DISCONNECT) lets clients
-        // reconnect, to another edge behind the same address.
-        if tokio::time::timeout_at(deadline, ctx.io.close()).await.is_err() {
-            tracing::warn!("closing sockets took too long; going on");
-        }
-        crate::queue::close_all(&ctx);
-        // Let the sockets' close steps run (they tell presence), bounded.
-        while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        match tokio::time::timeout_at(deadline, ctx.presence.reporter.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "report this edge's stop to presence"),
-            Err(_) => tracing::warn!("reporting this edge's stop to presence took too long"),
-        }
-        background.cancel();
-        stop_server.cancel();
-        // Sockets are closed by now; what is left are plain HTTP requests
-        // and engine.io connections that never joined the namespace (refused
-        // clients that did not hang up). Give them a moment, then close.
-        let http_deadline = deadline.min(tokio::time::Instant::now() + HTTP_DRAIN);
-        match tokio::time::timeout_at(http_deadline, &mut server).await {
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server stopped with an error"),
-            Ok(_) => {}
-            Err(_) => {
-                tracing::debug!("closing the HTTP connections still open");
-                server.abort();
-            }
-        }
-        ctx.tracker.close();
-        if tokio::time::timeout_at(deadline, ctx.tracker.wait()).await.is_err() {
-            tracing::warn!("some socket tasks did not finish before the shutdown deadline");
-        }
-        if tokio::time::timeout(HTTP_DRAIN, ctx.bus.close()).await.is_err() {
-            tracing::warn!("draining NATS took too long");
-        }
-        tracing::info!(edge = %ctx.edge_id, "edge stopped");
-        Ok(())
+        let timed_out = ctx
+            .metrics
+            .connect_rejects
+            .get_or_create(&crate::metrics::ReasonLabel { reason: "handshake_timeout" })
+            .clone();
+        let listener = ClosableListener::new(listener, handshake_timeout, timed_out);
+        service.serve_http_with_connect_info::<_, Connection>("HTTP server", listener, router);
+        let drain_ctx = ctx.clone();
+        let release_ctx = ctx.clone();
+        let result = service
+            .run(
+                shutdown,
+                shutdown_timeout,
+                |deadline| async move {
+                    let ctx = drain_ctx;
+                    tracing::info!(edge = %ctx.edge_id, "edge shutting down");
+                    // A drain (begun now, or earlier by the admin) closes the
+                    // sockets gradually; what is left is closed at once below.
+                    if !drain_duration.is_zero() || ctx.drain.is_draining() {
+                        ctx.drain.begin(None);
+                        let drained = deadline.checked_sub(DRAIN_STOP_MARGIN).unwrap_or(deadline);
+                        if tokio::time::timeout_at(drained, ctx.drain.finished()).await.is_err() {
+                            tracing::warn!("the drain did not finish in time; closing the rest at once");
+                        }
+                    }
+                    // Closing the transports (not a Socket.IO DISCONNECT) lets clients
+                    // reconnect, to another edge behind the same address.
+                    if tokio::time::timeout_at(deadline, ctx.io.close()).await.is_err() {
+                        tracing::warn!("closing sockets took too long; going on");
+                    }
+                    crate::queue::close_all(&ctx);
+                    // Let the sockets' close steps run (they tell presence), bounded.
+                    while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    match tokio::time::timeout_at(deadline, ctx.presence.reporter.shutdown()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, "report this edge's stop to presence"),
+                        Err(_) => tracing::warn!("reporting this edge's stop to presence took too long"),
+                    }
+                    background.cancel();
+                },
+                |_| async move {
+                    release_ctx.bus.close().await;
+                    tracing::info!(edge = %release_ctx.edge_id, "edge stopped");
+                },
+            )
+            .await;
+        result.map_err(EdgeError::from)
     }
 }

@@ -5,6 +5,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sb_config::parse_duration;
+
+/// What a stop needs after the drain (presence told, NATS drained); see [`Config::validate`].
+pub const DRAIN_STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Settings renamed in wave 2 (durations are written like `5s` now); a
+/// deployment that still sets an old name fails to start with the new one.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("AUTH_CACHE_TTL_MS", "AUTH_CACHE_TTL"),
+    ("PUBLISH_TIMEOUT_MS", "PUBLISH_TIMEOUT"),
+    ("REQUEST_TIMEOUT_MS", "REQUEST_TIMEOUT"),
+    ("PING_INTERVAL_MS", "PING_INTERVAL"),
+    ("PING_TIMEOUT_MS", "PING_TIMEOUT"),
+    ("SHUTDOWN_TIMEOUT_MS", "SHUTDOWN_TIMEOUT"),
+];
+
 /// Settings of one edge process.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "sb-edge", about = "Switchboard edge: the Socket.IO gateway")]
@@ -23,9 +39,9 @@ pub struct Config {
     #[arg(long, env = "AUTH_ADDR", default_value = "http://127.0.0.1:50051")]
     pub auth_addr: String,
     /// How long a verified token is trusted without asking auth again
-    /// (revocation events clear it at once); 0 turns the cache off.
-    #[arg(long, env = "AUTH_CACHE_TTL_MS", default_value_t = 2000)]
-    pub auth_cache_ttl_ms: u64,
+    /// (revocation events clear it at once); `0s` turns the cache off.
+    #[arg(long, env = "AUTH_CACHE_TTL", default_value = "2s", value_parser = parse_duration)]
+    pub auth_cache_ttl: Duration,
     /// Allowed browser origins, comma-separated, or `*` for any.
     #[arg(long, env = "CORS_ORIGINS", default_value = "*")]
     pub cors_origins: String,
@@ -53,20 +69,54 @@ pub struct Config {
     #[arg(long, env = "EVENT_QUEUE_LIMIT", default_value_t = 256)]
     pub event_queue_limit: usize,
     /// How long a `send_message` waits for the ingest stream's acknowledgement.
-    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
-    pub publish_timeout_ms: u64,
+    #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+    /// How long the first message of a stream write waits for others to
+    /// join it (one publish and one PubAck for all of them). With `0s` a
+    /// write goes out at once and what arrives while it waits for its
+    /// PubAck forms the next one, so batches grow with load and a lone
+    /// message is never held back.
+    #[arg(long, env = "INGEST_LINGER", default_value = "0s", value_parser = parse_duration)]
+    pub ingest_linger: Duration,
+    /// The most messages in one stream write.
+    #[arg(long, env = "INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub ingest_batch_max: u16,
+    /// The most stream writes waiting for their PubAck at once (more keeps
+    /// more throughput on a slow link, fewer makes larger batches).
+    #[arg(long, env = "INGEST_MAX_IN_FLIGHT", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub ingest_max_in_flight: u16,
     /// How long requests to messaging and presence wait for an answer.
-    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 5000)]
-    pub request_timeout_ms: u64,
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Engine.IO ping interval.
-    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 25_000)]
-    pub ping_interval_ms: u64,
+    #[arg(long, env = "PING_INTERVAL", default_value = "25s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
     /// Engine.IO ping timeout.
-    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 20_000)]
-    pub ping_timeout_ms: u64,
+    #[arg(long, env = "PING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+    /// How long a drain (SIGTERM, or the admin `Drain` without `over`)
+    /// spreads the closes of the sockets' transports over (`0s`: all at once).
+    #[arg(long, env = "DRAIN_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_duration: Duration,
+    /// Where clients reach this edge, as `ListEdges` reports it (e.g.
+    /// `https://edge-0.chat.example.com`); default `http://<bound address>`,
+    /// with the host name for an unspecified IP (`0.0.0.0`).
+    #[arg(long, env = "ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Most rooms one socket may be in at once; a `join_room` past it is
+    /// refused (`too many rooms: …`) and changes nothing.
+    #[arg(long, env = "MAX_ROOMS_PER_SOCKET", default_value_t = 10_000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_rooms_per_socket: u16,
+    /// A TCP connection on which no whole HTTP request arrived this long
+    /// after it was accepted is closed, and so is an Engine.IO session whose
+    /// Socket.IO CONNECT did not arrive within it (`0s`: TCP connections
+    /// are never closed for it, and socketioxide's own 45 s applies to the
+    /// CONNECT).
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
     /// Longest graceful shutdown before the rest is abandoned.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
-    pub shutdown_timeout_ms: u64,
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "40s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Presence frames (one `user_online` / `user_offline` to one socket)
     /// this edge writes per second at most; past it, changes are dropped and
     /// counted (`sb_edge_dropped_emits_total{reason="presence_rate"}`). 0: unbounded.
@@ -92,7 +142,7 @@ impl Config {
             port: None,
             edge_id: Some(format!("edge-test-{}", uuid::Uuid::now_v7().simple())),
             auth_addr: auth_addr.to_owned(),
-            auth_cache_ttl_ms: 2000,
+            auth_cache_ttl: Duration::from_secs(2),
             cors_origins: "*".to_owned(),
             ws_max_message_size: 1 << 20,
             polling_max_payload: 1 << 20,
@@ -101,11 +151,19 @@ impl Config {
             rate_limit_per_sec: 100.0,
             rate_limit_burst: 200,
             event_queue_limit: 256,
-            publish_timeout_ms: 5000,
-            request_timeout_ms: 5000,
-            ping_interval_ms: 25_000,
-            ping_timeout_ms: 20_000,
-            shutdown_timeout_ms: 10_000,
+            publish_timeout: Duration::from_secs(5),
+            ingest_linger: Duration::ZERO,
+            ingest_batch_max: 256,
+            ingest_max_in_flight: 1,
+            request_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(10),
+            // Tests stop edges often: close everything at once unless a test drains.
+            drain_duration: Duration::ZERO,
+            advertise_url: None,
+            handshake_timeout: Duration::from_secs(10),
+            max_rooms_per_socket: 10_000,
             stream_replicas: 1,
             presence_frames_per_sec: 200_000,
             nats: sb_config::NatsArgs::for_url(nats_url),
@@ -123,6 +181,33 @@ impl Config {
     }
 
     /// `EDGE_ID`, else the hostname, else `edge-<random>`.
+    /// Refuses settings that cannot work together: a stop must leave time
+    /// for the drain (`SHUTDOWN_TIMEOUT` > `DRAIN_DURATION`).
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.drain_duration.is_zero() && self.shutdown_timeout <= self.drain_duration + DRAIN_STOP_MARGIN {
+            return Err(format!(
+                "SHUTDOWN_TIMEOUT ({:?}) must be longer than DRAIN_DURATION ({:?}) plus {:?} for the last steps of the stop; raise SHUTDOWN_TIMEOUT or lower DRAIN_DURATION",
+                self.shutdown_timeout, self.drain_duration, DRAIN_STOP_MARGIN
+            ));
+        }
+        Ok(())
+    }
+
+    /// `ADVERTISE_URL`, else `http://` and the bound address (the host
+    /// name instead of an unspecified IP).
+    pub fn advertised_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = self.advertise_url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
+            return url.to_owned();
+        }
+        if bound.ip().is_unspecified() {
+            let host = std::env::var("HOSTNAME").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty());
+            if let Some(host) = host {
+                return format!("http://{host}:{}", bound.port());
+            }
+        }
+        format!("http://{bound}")
+    }
+
     pub fn resolved_edge_id(&self) -> String {
         if let Some(id) = self.edge_id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
             return id.to_owned();
@@ -135,12 +220,37 @@ impl Config {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("edge-{}", uuid::Uuid::now_v7().simple()))
     }
+}
 
-    pub(crate) fn publish_timeout(&self) -> Duration {
-        Duration::from_millis(self.publish_timeout_ms.max(1))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_must_leave_time_for_the_drain() {
+        let mut config = Config::for_tests("nats://127.0.0.1:4222", "http://127.0.0.1:50051");
+        assert!(config.validate().is_ok(), "no drain in tests");
+        config.drain_duration = Duration::from_secs(30);
+        config.shutdown_timeout = Duration::from_secs(10);
+        let error = config.validate().expect_err("10s cannot cover a 30s drain");
+        assert!(error.contains("SHUTDOWN_TIMEOUT") && error.contains("DRAIN_DURATION"), "{error}");
+        config.shutdown_timeout = Duration::from_secs(40);
+        assert!(config.validate().is_ok());
     }
 
-    pub(crate) fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms.max(1))
+    #[test]
+    fn the_advertised_url_defaults_to_the_bound_address() {
+        let mut config = Config::for_tests("nats://127.0.0.1:4222", "http://127.0.0.1:50051");
+        assert_eq!(config.advertised_url("127.0.0.1:3000".parse().unwrap()), "http://127.0.0.1:3000");
+        config.advertise_url = Some("wss://edge-0.example.com".into());
+        assert_eq!(config.advertised_url("0.0.0.0:3000".parse().unwrap()), "wss://edge-0.example.com");
+    }
+
+    #[test]
+    fn the_defaults_parse_and_cover_the_drain() {
+        use clap::Parser as _;
+        let config = Config::try_parse_from(["sb-edge"]).expect("defaults");
+        assert_eq!(config.drain_duration, Duration::from_secs(30));
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
     }
 }

@@ -29,39 +29,15 @@ use axum::extract::Query;
 use http::header::AUTHORIZATION;
 use sb_authn::AuthFailure;
 use sb_events::UserId;
-use sb_presence_client::TokenBucket;
 use serde_json::Value;
 use socketioxide::extract::TryData;
 
+use crate::bucket::TokenBucket;
 use crate::ctx::EdgeCtx;
+use crate::error::ConnectRefusal;
 use crate::queue::{self, Dispatcher};
 use crate::session::Session;
 use crate::socket::SocketArc;
-
-/// Why a connection was refused; `Display` is the `connect_error` message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnectRefusal {
-    /// The token did not verify (or the account is disabled).
-    #[error("{0}")]
-    Token(&'static str),
-    /// Auth did not answer.
-    #[error("authentication unavailable, try again")]
-    AuthUnavailable,
-    /// The edge could not subscribe to the user's deliveries.
-    #[error("service unavailable, try again")]
-    Unavailable,
-}
-
-impl ConnectRefusal {
-    /// The `reason` label of `sb_edge_connect_rejects_total`.
-    pub fn metric_reason(&self) -> &'static str {
-        match self {
-            Self::Token(reason) => reason,
-            Self::AuthUnavailable => "auth unavailable",
-            Self::Unavailable => "service unavailable",
-        }
-    }
-}
 
 /// Where the token was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,45 +99,35 @@ async fn authenticate_inner(
 ) -> Result<(), ConnectRefusal> {
     let token = match find_token(auth.as_ref(), socket.req_parts()) {
         FoundToken::Token(token) => token,
-        FoundToken::NotAString => return Err(ConnectRefusal::Token(AuthFailure::TokenInvalid.as_str())),
-        FoundToken::Missing => return Err(ConnectRefusal::Token(AuthFailure::TokenMissing.as_str())),
+        FoundToken::NotAString => return Err(ConnectRefusal::Token(AuthFailure::TokenInvalid)),
+        FoundToken::Missing => return Err(ConnectRefusal::Token(AuthFailure::TokenMissing)),
     };
     let user = ctx.auth.verify(&token).await.map_err(|failure| match failure {
         AuthFailure::Unavailable { detail } => {
             tracing::warn!(%detail, "auth did not answer VerifyToken");
             ConnectRefusal::AuthUnavailable
         }
-        reason => ConnectRefusal::Token(reason.as_str()),
+        reason => ConnectRefusal::Token(reason),
     })?;
-    let user_id =
-        UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown.as_str()))?;
+    let user_id = UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown))?;
     let bucket = TokenBucket::new(ctx.rate_per_sec, f64::from(ctx.rate_burst), std::time::Instant::now());
     let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry));
-    ctx.registry.insert(&session).map_err(|reason| ConnectRefusal::Token(reason_text(reason)))?;
+    ctx.registry.insert(&session).map_err(ConnectRefusal::Access)?;
 
     let socket_ref = socketioxide::extract::SocketRef::from(socket.clone());
-    let user_lease = ctx.deliveries.acquire_user(&session.user_id, &socket_ref).await.map_err(|error| {
-        tracing::warn!(%error, "subscribe to a user's deliveries");
-        ConnectRefusal::Unavailable
-    })?;
+    let user_lease = ctx.deliveries.acquire_user(&session.user_id, &socket_ref);
     session.state.lock().user_lease = Some(Arc::new(user_lease));
 
     socket.on_fallback(Dispatcher { ctx: ctx.clone(), session: session.clone() });
     let close_ctx = ctx.clone();
     let close_session = session.clone();
     socket.on_disconnect(move |SocketArc(socket): SocketArc| {
+        close_ctx.drain.transports.forget(socket.id);
         queue::enqueue_close(&close_ctx, &close_session, socket);
         std::future::ready(())
     });
     socket.extensions.insert(session);
     Ok(())
-}
-
-fn reason_text(reason: crate::session::RefusedAccess) -> &'static str {
-    match reason {
-        crate::session::RefusedAccess::Revoked => AuthFailure::TokenRevoked.as_str(),
-        crate::session::RefusedAccess::Disabled => AuthFailure::UserDisabled.as_str(),
-    }
 }
 
 /// The connect handler: runs once the client has its CONNECT and starts the

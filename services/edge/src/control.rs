@@ -55,5 +55,5 @@ pub(crate) fn apply(ctx: &EdgeCtx, change: &AccessChanged) {
     if !refused.is_empty() {
         tracing::info!(user = %change.user_id, sockets = refused.len(), disabled = change.disabled, "disconnecting sockets after an access change");
     }
-    disconnect_refused(&ctx.io, &ctx.metrics, &refused);
+    disconnect_refused(&ctx.io, &ctx.metrics, &ctx.tracker, &refused);
 }

@@ -13,7 +13,8 @@ use socketioxide::SocketIo;
 use tokio_util::task::TaskTracker;
 
 use crate::delivery::Deliveries;
-use crate::error::ClientError;
+use crate::error::{ClientError, Dependency};
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::payload::Limits;
 use crate::presence::Presence;
@@ -26,6 +27,7 @@ pub(crate) struct EdgeCtx {
     pub(crate) auth: AuthClient,
     pub(crate) io: SocketIo,
     pub(crate) deliveries: Deliveries,
+    pub(crate) ingest: Ingest,
     pub(crate) registry: Arc<Registry>,
     pub(crate) presence: Presence,
     pub(crate) metrics: Arc<Metrics>,
@@ -35,7 +37,10 @@ pub(crate) struct EdgeCtx {
     pub(crate) rate_per_sec: f64,
     pub(crate) rate_burst: u32,
     pub(crate) queue_limit: usize,
+    /// Most rooms one socket may be in (`MAX_ROOMS_PER_SOCKET`).
+    pub(crate) max_rooms_per_socket: usize,
     pub(crate) publish_timeout: Duration,
+    pub(crate) drain: Arc<crate::drain::Drain>,
 }
 
 /// How long a user id that auth confirmed is trusted to exist.
@@ -66,7 +71,7 @@ impl KnownUsers {
                 AuthnError::Rejected(AuthFailure::UserDisabled) => ClientError::UserDisabled,
                 other => {
                     tracing::warn!(error = %other, "look up a message recipient");
-                    ClientError::Unavailable("recipient check")
+                    ClientError::Unavailable(Dependency::RecipientCheck)
                 }
             })?;
         if !found.iter().any(|public| public.id == user.as_str()) {

@@ -1,12 +1,51 @@
-//! What clients of the edge are told when something fails.
+//! What clients of the edge are told when something fails: the one place
+//! every client-facing text comes from.
 //!
-//! [`ClientError`]'s `Display` is exactly the text a client sees: in the
-//! `exception` event (`{status:"error", message, event}`), in the error ack
-//! (`{status:"error", message}`), or as the `connect_error` message. Internal
-//! failures are logged where they happen and reach clients only as one of the
-//! generic "try again" texts, never with their details.
+//! - [`ClientError`]: a refused event. Its `Display` is exactly the text a
+//!   client sees, in the `exception` event (`{status:"error", message,
+//!   event}`) and the error ack (`{status:"error", message}`).
+//! - [`ConnectRefusal`]: a refused connection. Its `Display` is the
+//!   `connect_error` message (DESIGN.md §2: `token missing`, `token invalid`,
+//!   `token expired`, `token revoked`, `user unknown`, …).
+//! - [`RefusedAccess`]: why a connected socket lost its access (revoked,
+//!   disabled), mapped to the `exception` it gets before it is disconnected.
+//!
+//! Internal failures are logged where they happen and reach clients only as
+//! one of the generic "try again" texts, never with their details.
 
+use sb_authn::AuthFailure;
 use sb_events::IdError;
+use sb_events::message::{InvalidBody, InvalidMessageId};
+
+/// A dependency that did not answer, as clients see it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// The room's delivery subscription could not be made (NATS).
+    RoomDelivery,
+    /// Presence (online users, room members).
+    Presence,
+    /// Messaging's history.
+    History,
+    /// Auth's check that a recipient exists.
+    RecipientCheck,
+}
+
+impl Dependency {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RoomDelivery => "room delivery",
+            Self::Presence => "presence",
+            Self::History => "history",
+            Self::RecipientCheck => "recipient check",
+        }
+    }
+}
+
+impl std::fmt::Display for Dependency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A refusal a client sees, with its client-facing text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +56,12 @@ pub enum ClientError {
     /// A room or user id was refused (`room must not be empty`, ...).
     #[error("{0}")]
     InvalidId(#[from] IdError),
+    /// A message text was refused (`message must not be empty`, ...).
+    #[error("{0}")]
+    InvalidBody(#[from] InvalidBody),
+    /// A message id was refused (`before must be a message id`).
+    #[error("{0}")]
+    InvalidMessageId(#[from] InvalidMessageId),
     /// The event name is not one the edge knows.
     #[error("unknown event: {0}")]
     UnknownEvent(String),
@@ -38,6 +83,9 @@ pub enum ClientError {
     /// A room operation on a room the socket has not joined.
     #[error("not a member of room {0}: join_room first")]
     NotMember(String),
+    /// A `join_room` past `MAX_ROOMS_PER_SOCKET`.
+    #[error("too many rooms: a socket may be in at most {0} rooms, leave_room first")]
+    TooManyRooms(usize),
     /// `to` names no user.
     #[error("user {0} does not exist")]
     UnknownUser(String),
@@ -48,9 +96,9 @@ pub enum ClientError {
     /// stream unavailable or timeout): nothing was accepted.
     #[error("message not accepted, try again")]
     NotAccepted,
-    /// A dependency (auth, messaging, presence, NATS) did not answer.
+    /// A dependency did not answer.
     #[error("{0} unavailable, try again")]
-    Unavailable(&'static str),
+    Unavailable(Dependency),
     /// The request was refused by the service that answered it.
     #[error("{0}")]
     Refused(String),
@@ -63,5 +111,105 @@ impl ClientError {
     /// A payload error with `message`.
     pub fn payload(message: impl Into<String>) -> Self {
         Self::InvalidPayload(message.into())
+    }
+
+    /// The `outcome` label of `switchboard_edge_events_total` for this refusal.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked | Self::UserDisabled => "access_refused",
+            Self::RateLimited => "rate_limited",
+            Self::QueueFull => "queue_full",
+            _ => "error",
+        }
+    }
+
+    /// The refusal of an event from a socket whose access was withdrawn by
+    /// auth while it was connected.
+    pub fn from_auth(failure: AuthFailure) -> Option<Self> {
+        match failure {
+            AuthFailure::TokenExpired => Some(Self::TokenExpired),
+            AuthFailure::TokenRevoked => Some(Self::TokenRevoked),
+            AuthFailure::UserDisabled => Some(Self::UserDisabled),
+            _ => None,
+        }
+    }
+}
+
+/// Why a connected session lost its access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedAccess {
+    /// `token revoked`.
+    Revoked,
+    /// `user disabled`.
+    Disabled,
+}
+
+impl RefusedAccess {
+    /// The error clients get.
+    pub fn client_error(self) -> ClientError {
+        match self {
+            Self::Revoked => ClientError::TokenRevoked,
+            Self::Disabled => ClientError::UserDisabled,
+        }
+    }
+}
+
+/// Why a connection was refused; `Display` is the `connect_error` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRefusal {
+    /// The token did not verify, or the account is not usable.
+    #[error("{}", token_text(.0))]
+    Token(AuthFailure),
+    /// A revocation for the user arrived while its token was being verified.
+    #[error("{}", access_text(*.0))]
+    Access(RefusedAccess),
+    /// Auth did not answer.
+    #[error("authentication unavailable, try again")]
+    AuthUnavailable,
+    /// The edge could not set up the socket's deliveries.
+    #[error("service unavailable, try again")]
+    Unavailable,
+}
+
+fn token_text(failure: &AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::Unavailable { .. } => "authentication unavailable, try again",
+        other => other.as_str(),
+    }
+}
+
+fn access_text(refused: RefusedAccess) -> &'static str {
+    match refused {
+        RefusedAccess::Revoked => AuthFailure::TokenRevoked.as_str(),
+        RefusedAccess::Disabled => AuthFailure::UserDisabled.as_str(),
+    }
+}
+
+impl ConnectRefusal {
+    /// The `reason` label of the connect-refusal metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Self::Token(failure) => token_text(failure),
+            Self::Access(refused) => access_text(*refused),
+            Self::AuthUnavailable => "auth unavailable",
+            Self::Unavailable => "service unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_are_the_contract() {
+        assert_eq!(ConnectRefusal::Token(AuthFailure::TokenMissing).to_string(), "token missing");
+        assert_eq!(ConnectRefusal::Token(AuthFailure::TokenRevoked).to_string(), "token revoked");
+        assert_eq!(ConnectRefusal::Access(RefusedAccess::Disabled).to_string(), "user disabled");
+        assert_eq!(ConnectRefusal::AuthUnavailable.to_string(), "authentication unavailable, try again");
+        assert_eq!(ClientError::Unavailable(Dependency::History).to_string(), "history unavailable, try again");
+        assert_eq!(RefusedAccess::Revoked.client_error().to_string(), "token revoked");
+        assert_eq!(ClientError::RateLimited.outcome(), "rate_limited");
     }
 }

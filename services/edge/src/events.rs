@@ -11,18 +11,18 @@ use std::sync::Arc;
 
 use sb_events::bus::BusError;
 use sb_events::client::{PublicUser, event};
-use sb_events::ingest::{MessageAccepted, MessageKind, Origin};
+use sb_events::ingest::{MessageAccepted, Origin};
 use sb_events::rpc::{HistoryPage, HistoryQuery, HistoryScope, PendingClaim, PendingMessages, RpcErrorCode};
 use sb_events::timestamp::{now_ms, rfc3339_ms};
+use sb_events::{MessageBody, MessageId, MessageTarget};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Socket;
 
 use crate::ctx::EdgeCtx;
 use crate::delivery::room_key;
-use crate::error::ClientError;
-use crate::payload::{self, EventFrame, HistoryTarget, SendTarget};
-use crate::queue::echo_name;
+use crate::error::{ClientError, Dependency};
+use crate::payload::{self, EventFrame, HistoryTarget, echo_name, metric_name};
 use crate::session::{Access, Session};
 use crate::socket::{ack, ack_sender, emit_to, reply_error};
 
@@ -30,15 +30,6 @@ use crate::socket::{ack, ack_sender, emit_to, reply_error};
 const PENDING_PAGE: u32 = 100;
 /// Most pages claimed at one connect (the rest wait for the next connect).
 const PENDING_PAGES_MAX: usize = 50;
-
-/// The client events the edge knows, also the `event` metric label.
-const KNOWN_EVENTS: [&str; 7] =
-    ["join_room", "leave_room", "send_message", "ping", "admin_broadcast", "get_history", "get_online_users"];
-
-/// The metric label for an event name: itself if known, else `unknown`.
-pub(crate) fn metric_name(name: &str) -> &'static str {
-    KNOWN_EVENTS.iter().find(|known| **known == name).copied().unwrap_or("unknown")
-}
 
 /// The connect step, first in the queue: the socket is counted and reported
 /// to presence (its user's delivery subscription already exists), then the
@@ -125,12 +116,7 @@ pub(crate) async fn handle(
             ack(ack_handle, &ctx.metrics, &reply);
         }
         Err(error) => {
-            let outcome = match error {
-                ClientError::TokenExpired => "token_expired",
-                ClientError::TokenRevoked | ClientError::UserDisabled => "access_refused",
-                _ => "error",
-            };
-            ctx.metrics.event(name, outcome);
+            ctx.metrics.event(name, error.outcome());
             tracing::info!(event = %echo_name(&frame.name), error = %error, "event refused");
             reply_error(&socket_ref, ack_handle, &ctx.metrics, &echo_name(&frame.name), &error);
         }
@@ -168,12 +154,16 @@ async fn join_room(
     let after_seq = if session.in_room(&room) {
         None
     } else {
+        if session.room_count() >= ctx.max_rooms_per_socket {
+            ctx.metrics.refused_joins.inc();
+            return Err(ClientError::TooManyRooms(ctx.max_rooms_per_socket));
+        }
         // Subscribe first (flushed), then join locally, then tell presence:
         // by the time other members learn of the join, deliveries to the
         // room already reach this socket.
         let lease = ctx.deliveries.acquire_room(&room).await.map_err(|error| {
             tracing::warn!(%error, "subscribe to a room's deliveries");
-            ClientError::Unavailable("room delivery")
+            ClientError::Unavailable(Dependency::RoomDelivery)
         })?;
         socket.join(room_key(&room));
         session.state.lock().rooms.insert(room.clone(), lease);
@@ -224,21 +214,14 @@ async fn send_message(
     socket: &SocketRef,
     request: payload::SendMessage,
 ) -> Result<Value, ClientError> {
-    let subjects = &ctx.bus.subjects;
-    let (kind, subject, room, to) = match &request.target {
-        SendTarget::Room(room) => {
-            if !session.in_room(room) {
-                return Err(ClientError::NotMember(room.as_str().to_owned()));
-            }
-            (MessageKind::Room, subjects.ingest_room(room), Some(room.as_str().to_owned()), None)
+    match &request.target {
+        MessageTarget::Room(room) if !session.in_room(room) => {
+            return Err(ClientError::NotMember(room.as_str().to_owned()));
         }
-        SendTarget::User(user) => {
-            ctx.known_users.check(&ctx.auth, session.token(), user).await?;
-            (MessageKind::Private, subjects.ingest_user(user), None, Some(user.as_str().to_owned()))
-        }
-        SendTarget::Everyone => (MessageKind::Broadcast, subjects.ingest_broadcast(), None, None),
-    };
-    accept(ctx, session, socket, kind, subject, room, to, request.message).await
+        MessageTarget::User(user) => ctx.known_users.check(&ctx.auth, session.token(), user).await?,
+        _ => {}
+    }
+    accept(ctx, session, socket, request.target, request.body).await
 }
 
 async fn admin_broadcast(
@@ -250,39 +233,30 @@ async fn admin_broadcast(
     if !session.user.is_admin() {
         return Err(ClientError::AdminRequired);
     }
-    let message = payload::admin_broadcast(arg, ctx.limits)?;
-    let subject = ctx.bus.subjects.ingest_announcement();
-    accept(ctx, session, socket, MessageKind::Announcement, subject, None, None, message).await
+    let body = payload::admin_broadcast(arg, ctx.limits)?;
+    accept(ctx, session, socket, MessageTarget::Announcement, body).await
 }
 
 /// Publishes an accepted message to the ingest stream and answers
 /// `{id, timestamp}` only once the stream acknowledged it.
-#[allow(clippy::too_many_arguments)]
 async fn accept(
     ctx: &Arc<EdgeCtx>,
     session: &Arc<Session>,
     socket: &SocketRef,
-    kind: MessageKind,
-    subject: String,
-    room: Option<String>,
-    to: Option<String>,
-    message: String,
+    target: MessageTarget,
+    body: MessageBody,
 ) -> Result<Value, ClientError> {
-    let id = uuid::Uuid::now_v7().to_string();
-    let timestamp_ms = now_ms();
     let accepted = MessageAccepted {
-        id: id.clone(),
-        kind,
-        from: session.public.clone(),
-        room,
-        to,
-        message,
-        timestamp_ms,
+        id: MessageId::new_v7(),
+        target,
+        from: session.sender(),
+        message: body,
+        timestamp_ms: now_ms(),
         origin: Some(Origin { edge: ctx.edge_id.as_str().to_owned(), socket: socket.id.to_string() }),
     };
-    let publish = ctx.bus.publish_durable(subject, &id, &accepted);
-    match tokio::time::timeout(ctx.publish_timeout, publish).await {
-        Ok(Ok(_ack)) => Ok(json!({ "status": "ok", "id": id, "timestamp": rfc3339_ms(timestamp_ms) })),
+    let (id, timestamp_ms) = (accepted.id.clone(), accepted.timestamp_ms);
+    match tokio::time::timeout(ctx.publish_timeout, ctx.ingest.publish(accepted)).await {
+        Ok(Ok(())) => Ok(json!({ "status": "ok", "id": id.as_str(), "timestamp": rfc3339_ms(timestamp_ms) })),
         Ok(Err(error)) => {
             ctx.metrics.ingest_failures.inc();
             tracing::warn!(%error, message_id = %id, "the ingest stream did not accept a message");
@@ -319,7 +293,14 @@ async fn get_history(
         }
         HistoryTarget::With(user) => HistoryScope::With(user.into_string()),
     };
-    let query = HistoryQuery { caller: session.user.id.clone(), scope, before: request.before, limit: request.limit };
+    // The query travels as text: messaging checks every field of it again
+    // and names the one that is wrong.
+    let query = HistoryQuery {
+        caller: session.user.id.clone(),
+        scope,
+        before: request.before.map(String::from),
+        limit: request.limit,
+    };
     let page: HistoryPage =
         ctx.bus.request(ctx.bus.subjects.messaging_history(), &query).await.map_err(|error| match error {
             BusError::Remote { source, .. } => match source.code {
@@ -328,12 +309,12 @@ async fn get_history(
                 }
                 RpcErrorCode::Unavailable | RpcErrorCode::Internal => {
                     tracing::warn!(error = %source, "history query failed");
-                    ClientError::Unavailable("history")
+                    ClientError::Unavailable(Dependency::History)
                 }
             },
             other => {
                 tracing::warn!(error = %other, "history query failed");
-                ClientError::Unavailable("history")
+                ClientError::Unavailable(Dependency::History)
             }
         })?;
     Ok(json!({ "messages": page.messages }))
@@ -348,7 +329,7 @@ async fn get_online_users(
     let opened = session.state.lock().opened_seq.clone();
     let online = ctx.presence.online(request.limit, request.cursor, opened).await.map_err(|error| {
         tracing::warn!(%error, "online users query failed");
-        ClientError::Unavailable("presence")
+        ClientError::Unavailable(Dependency::Presence)
     })?;
     emit_to(socket, &ctx.metrics, event::ONLINE_USERS, &online);
     serde_json::to_value(&online).map_err(|error| {

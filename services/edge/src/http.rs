@@ -1,9 +1,8 @@
 //! Plain HTTP on the Socket.IO port: `POST /auth/login` (so a browser can
-//! get a token), `/healthz`, `/readyz` and `/metrics` (from
-//! `sb_telemetry::http`), CORS, and the readiness probe that keeps `/readyz`
-//! honest (NATS connected and auth answering its health check).
+//! get a token), `/healthz`, `/readyz` and `/metrics` (the operations
+//! router of `sb_service`), CORS, and the readiness probe that keeps the
+//! `nats` and `auth` checks of `/readyz` honest.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,7 +12,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sb_authn::{AuthClient, AuthFailure, AuthnError};
-use sb_telemetry::http::Readiness;
+use sb_service::{Check, Health};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -46,16 +45,10 @@ pub fn cors_layer(origins: &str) -> Result<CorsLayer, InvalidCorsOrigin> {
     Ok(base.allow_origin(AllowOrigin::list(list)).allow_headers(AllowHeaders::mirror_request()).allow_credentials(true))
 }
 
-/// The HTTP routes (Socket.IO is layered on top by the app).
-pub fn router(
-    auth: AuthClient,
-    registry: Arc<prometheus_client::registry::Registry>,
-    readiness: Readiness,
-) -> axum::Router {
-    axum::Router::new()
-        .route("/auth/login", post(login))
-        .with_state(auth)
-        .merge(sb_telemetry::http::router(registry, readiness))
+/// The HTTP routes: `/auth/login` and `ops` (the operations routes);
+/// Socket.IO is layered on top by the app.
+pub fn router(auth: AuthClient, ops: axum::Router) -> axum::Router {
+    axum::Router::new().route("/auth/login", post(login)).with_state(auth).merge(ops)
 }
 
 #[derive(Deserialize)]
@@ -96,12 +89,12 @@ async fn login(State(auth): State<AuthClient>, body: Bytes) -> Response {
     }
 }
 
-/// Keeps `readiness` equal to "NATS connected and auth healthy", checked
-/// every `interval` until `stop` (the app starts it once it serves and marks
-/// itself not ready when it stops). When NATS reconnects, the verify
-/// cache is cleared (revocation events may have been missed meanwhile).
+/// Keeps the `nats` and `auth` checks of `health` up to date (NATS
+/// connected, auth answering its health check), every `interval` until
+/// `stop`. When NATS reconnects, the verify cache is cleared (revocation
+/// events may have been missed meanwhile).
 pub(crate) async fn probe_readiness(
-    readiness: Readiness,
+    health: Health,
     nats: async_nats::Client,
     auth_client: AuthClient,
     auth_addr: String,
@@ -111,13 +104,15 @@ pub(crate) async fn probe_readiness(
     let channel = tonic::transport::Endpoint::from_shared(sb_authn::normalize_addr(&auth_addr)).map(|endpoint| {
         endpoint.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(1)).connect_lazy()
     });
-    let mut health = match channel {
+    let mut auth_health = match channel {
         Ok(channel) => Some(HealthClient::new(channel)),
         Err(error) => {
             tracing::error!(%error, "AUTH_ADDR is not a valid URI; /readyz stays not ready");
             None
         }
     };
+    health.set("nats", Check::pending("connecting"));
+    health.set("auth", Check::pending("not checked yet"));
     let mut nats_was_connected = true;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,7 +126,7 @@ pub(crate) async fn probe_readiness(
             auth_client.clear_cache();
         }
         nats_was_connected = nats_connected;
-        let auth_healthy = match health.as_mut() {
+        let auth_healthy = match auth_health.as_mut() {
             Some(health) => match health.check(HealthCheckRequest { service: String::new() }).await {
                 Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
                 Err(status) => {
@@ -144,10 +139,7 @@ pub(crate) async fn probe_readiness(
         if stop.is_cancelled() {
             return;
         }
-        if nats_connected && auth_healthy {
-            readiness.set_ready();
-        } else {
-            readiness.set_not_ready();
-        }
+        health.set("nats", if nats_connected { Check::Ok } else { Check::failing("disconnected") });
+        health.set("auth", if auth_healthy { Check::Ok } else { Check::failing("unavailable") });
     }
 }

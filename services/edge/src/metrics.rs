@@ -9,6 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// `reason` label.
@@ -34,6 +35,13 @@ pub struct ScopeLabel {
     pub scope: &'static str,
 }
 
+/// `transport` label of drain closes (`websocket`, `polling`, `nothing`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// How the socket's transport was closed.
+    pub transport: &'static str,
+}
+
 /// Every metric the edge exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -55,6 +63,14 @@ pub struct Metrics {
     pub revocation_disconnects: Counter,
     /// `send_message` / `admin_broadcast` refused because the ingest stream did not acknowledge.
     pub ingest_failures: Counter,
+    /// Accepted messages per stream publish.
+    pub ingest_batch_size: Histogram,
+    /// 1 once the edge drains.
+    pub draining: Gauge,
+    /// Transports closed by a drain, by transport.
+    pub drain_closes: Family<TransportLabel, Counter>,
+    /// `join_room`s refused because the socket was in `MAX_ROOMS_PER_SOCKET` rooms.
+    pub refused_joins: Counter,
 }
 
 impl Metrics {
@@ -70,9 +86,18 @@ impl Metrics {
             delivery_subscriptions: Gauge::default(),
             revocation_disconnects: Counter::default(),
             ingest_failures: Counter::default(),
+            ingest_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            draining: Gauge::default(),
+            drain_closes: Family::default(),
+            refused_joins: Counter::default(),
         };
         let edge = registry.sub_registry_with_prefix("sb_edge");
         edge.register("connects", "Accepted Socket.IO connections", metrics.connects.clone());
+        edge.register(
+            "refused_joins",
+            "join_room refused because the socket is in MAX_ROOMS_PER_SOCKET rooms",
+            metrics.refused_joins.clone(),
+        );
         edge.register("connect_rejects", "Refused Socket.IO connections by reason", metrics.connect_rejects.clone());
         edge.register("sockets", "Sockets connected now", metrics.sockets.clone());
         edge.register("events", "Client events by name and outcome", metrics.events.clone());
@@ -93,6 +118,13 @@ impl Metrics {
             "Messages refused because the ingest stream did not acknowledge",
             metrics.ingest_failures.clone(),
         );
+        edge.register(
+            "ingest_batch_size",
+            "Accepted messages written to the ingest stream per publish",
+            metrics.ingest_batch_size.clone(),
+        );
+        edge.register("draining", "1 while the edge drains", metrics.draining.clone());
+        edge.register("drain_closes", "Transports closed by a drain, by transport", metrics.drain_closes.clone());
         Arc::new(metrics)
     }
 

@@ -7,11 +7,36 @@
 //! argument is "no payload". Room names and user ids become [`RoomName`] /
 //! [`UserId`], so they are valid before they get near a subject.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
-use sb_events::{RoomName, UserId};
+use sb_events::{MessageBody, MessageId, MessageTarget, RoomName, UserId};
 
 use crate::error::ClientError;
+
+/// Longest event name repeated back to a client in an error.
+const EVENT_NAME_ECHO_MAX: usize = 64;
+
+/// The client events the edge knows, also the `event` metric label.
+const KNOWN_EVENTS: [&str; 7] =
+    ["join_room", "leave_room", "send_message", "ping", "admin_broadcast", "get_history", "get_online_users"];
+
+/// The metric label for an event name: itself if known, else `unknown`.
+pub(crate) fn metric_name(name: &str) -> &'static str {
+    KNOWN_EVENTS.iter().find(|known| **known == name).copied().unwrap_or("unknown")
+}
+
+/// The event name as it may appear in an error message or a log field
+/// (borrowed unless it must be shortened: this runs for every event).
+pub(crate) fn echo_name(name: &str) -> Cow<'_, str> {
+    if name.chars().count() <= EVENT_NAME_ECHO_MAX {
+        return Cow::Borrowed(name);
+    }
+    let mut short: String = name.chars().take(EVENT_NAME_ECHO_MAX).collect();
+    short.push('…');
+    Cow::Owned(short)
+}
 
 /// One event frame as the client sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,24 +67,13 @@ pub struct Limits {
     pub message_max_bytes: usize,
 }
 
-/// Where a `send_message` goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendTarget {
-    /// `{room, message}`.
-    Room(RoomName),
-    /// `{to, message}`.
-    User(UserId),
-    /// `{message}`.
-    Everyone,
-}
-
 /// `send_message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendMessage {
-    /// Where.
-    pub target: SendTarget,
+    /// Where: a room, a user or everyone (never an announcement).
+    pub target: MessageTarget,
     /// The text.
-    pub message: String,
+    pub body: MessageBody,
 }
 
 /// Which messages `get_history` reads.
@@ -77,7 +91,7 @@ pub struct GetHistory {
     /// Which messages.
     pub target: HistoryTarget,
     /// Only messages older than this message id.
-    pub before: Option<String>,
+    pub before: Option<MessageId>,
     /// 1..=100, default 50.
     pub limit: u32,
 }
@@ -143,14 +157,8 @@ fn optional_limit(map: &Map<String, Value>, field: &str, max: u32) -> Result<Opt
     }
 }
 
-fn checked_message(text: &str, limits: Limits) -> Result<String, ClientError> {
-    if text.trim().is_empty() {
-        return Err(ClientError::payload("message must not be empty"));
-    }
-    if text.len() > limits.message_max_bytes {
-        return Err(ClientError::payload(format!("message must be at most {} bytes", limits.message_max_bytes)));
-    }
-    Ok(text.to_owned())
+fn checked_message(text: &str, limits: Limits) -> Result<MessageBody, ClientError> {
+    Ok(MessageBody::parse("message", text, limits.message_max_bytes)?)
 }
 
 /// `join_room {room}` and `leave_room {room}`.
@@ -164,18 +172,18 @@ pub fn send_message(arg: Option<&Value>, limits: Limits) -> Result<SendMessage, 
     let map = object(arg, "send_message", "{room, message}, {to, message} or {message}")?;
     let room = optional_str(map, "room")?;
     let to = optional_str(map, "to")?;
-    let message = checked_message(required_str(map, "message")?, limits)?;
+    let body = checked_message(required_str(map, "message")?, limits)?;
     let target = match (room, to) {
         (Some(_), Some(_)) => return Err(ClientError::payload("send_message takes either room or to, not both")),
-        (Some(room), None) => SendTarget::Room(RoomName::parse(room)?),
-        (None, Some(to)) => SendTarget::User(UserId::parse(to)?),
-        (None, None) => SendTarget::Everyone,
+        (Some(room), None) => MessageTarget::Room(RoomName::parse(room)?),
+        (None, Some(to)) => MessageTarget::User(UserId::parse(to)?),
+        (None, None) => MessageTarget::Everyone,
     };
-    Ok(SendMessage { target, message })
+    Ok(SendMessage { target, body })
 }
 
 /// `admin_broadcast {message}`.
-pub fn admin_broadcast(arg: Option<&Value>, limits: Limits) -> Result<String, ClientError> {
+pub fn admin_broadcast(arg: Option<&Value>, limits: Limits) -> Result<MessageBody, ClientError> {
     let map = object(arg, "admin_broadcast", "{message}")?;
     checked_message(required_str(map, "message")?, limits)
 }
@@ -189,12 +197,7 @@ pub fn get_history(arg: Option<&Value>) -> Result<GetHistory, ClientError> {
         (None, Some(with)) => HistoryTarget::With(UserId::parse(with)?),
         (None, None) => return Err(ClientError::payload("get_history needs room or with")),
     };
-    let before = match optional_str(map, "before")? {
-        Some(id) if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) => {
-            return Err(ClientError::payload("before must be a message id"));
-        }
-        before => before.map(str::to_owned),
-    };
+    let before = optional_str(map, "before")?.map(|id| MessageId::parse("before", id)).transpose()?;
     let limit = optional_limit(map, "limit", HISTORY_LIMIT_MAX)?.unwrap_or(HISTORY_LIMIT_DEFAULT);
     Ok(GetHistory { target, before, limit })
 }
@@ -267,11 +270,11 @@ mod tests {
     #[test]
     fn messages() {
         let room = send_message(Some(&json!({"room": "r", "message": "hi"})), LIMITS).unwrap();
-        assert_eq!(room.target, SendTarget::Room(RoomName::parse("r").unwrap()));
+        assert_eq!(room.target, MessageTarget::Room(RoomName::parse("r").unwrap()));
         let private = send_message(Some(&json!({"to": "u1", "message": "hi"})), LIMITS).unwrap();
-        assert_eq!(private.target, SendTarget::User(UserId::parse("u1").unwrap()));
+        assert_eq!(private.target, MessageTarget::User(UserId::parse("u1").unwrap()));
         let all = send_message(Some(&json!({"message": "hi", "room": null})), LIMITS).unwrap();
-        assert_eq!(all.target, SendTarget::Everyone);
+        assert_eq!(all.target, MessageTarget::Everyone);
         assert_eq!(err(send_message(Some(&json!({})), LIMITS)), "message is required");
         assert_eq!(err(send_message(Some(&json!({"message": 1})), LIMITS)), "message must be a string");
         assert_eq!(err(send_message(Some(&json!({"message": "  "})), LIMITS)), "message must not be empty");

@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use sb_events::RoomName;
 use sb_events::client::{Exception, OnlineUsers, PublicUser, event};
-use sb_events::presence::SessionState;
-use sb_presence_client::{PresenceQueries, QueryError, Reporter, SessionSource, StoredSeq};
+use sb_events::presence::{SessionState, Transport};
+use sb_presence_client::{DrainStarted, EdgeStatus, PresenceQueries, QueryError, Reporter, SessionSource, StoredSeq};
 use socketioxide::SocketIo;
+use tokio_util::task::TaskTracker;
 
+use crate::error::RefusedAccess;
 use crate::metrics::Metrics;
-use crate::session::{RefusedAccess, Registry, Session};
+use crate::session::{Registry, Session};
 
 /// How long a join (or an online-users query right after connect) waits for
 /// presence to store the socket's own event before answering with what is
@@ -35,7 +37,12 @@ impl Presence {
     /// Reports an opened session; the returned handle resolves to the
     /// stream sequence that stored it.
     pub(crate) fn opened(&self, session: &Session) -> StoredSeq {
-        self.reporter.session_opened(&session.sid.to_string(), session.public.clone(), session.connected_at_ms)
+        self.reporter.session_opened(
+            &session.sid.to_string(),
+            session.public.clone(),
+            session.connected_at_ms,
+            session_transport(session),
+        )
     }
 
     /// Reports a closed session.
@@ -90,14 +97,33 @@ impl Presence {
     }
 }
 
+/// The transport the session's socket uses now (`None` once it is gone).
+pub(crate) fn session_transport(session: &Session) -> Option<Transport> {
+    let socket = session.socket.upgrade()?;
+    Some(match socket.transport_type() {
+        socketioxide::TransportType::Websocket => Transport::Websocket,
+        socketioxide::TransportType::Polling => Transport::Polling,
+    })
+}
+
 /// The sessions of this edge as presence's reporter sees them.
 pub(crate) struct EdgeSessions {
     pub(crate) registry: Arc<Registry>,
     pub(crate) io: SocketIo,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) drain: Arc<crate::drain::Drain>,
 }
 
 impl SessionSource for EdgeSessions {
+    fn drain(&self, over: Option<Duration>) -> Option<DrainStarted> {
+        Some(self.drain.begin(over))
+    }
+
+    fn status(&self) -> EdgeStatus {
+        EdgeStatus { users: self.registry.user_count() as u64, draining: self.drain.is_draining() }
+    }
+
     fn sessions(&self) -> Vec<SessionState> {
         self.registry
             .all()
@@ -115,6 +141,7 @@ impl SessionSource for EdgeSessions {
                     user: session.public.clone(),
                     connected_at_ms: session.connected_at_ms,
                     rooms,
+                    transport: session_transport(&session),
                 })
             })
             .collect()
@@ -123,7 +150,7 @@ impl SessionSource for EdgeSessions {
     fn kick_user(&self, user_id: &str, reason: &str) -> u64 {
         let sessions = self.registry.user_sessions(user_id);
         for session in &sessions {
-            disconnect_with_exception(&self.io, &self.metrics, session, reason);
+            disconnect_with_exception(&self.io, &self.metrics, &self.tracker, session, reason);
         }
         sessions.len() as u64
     }
@@ -133,7 +160,13 @@ impl SessionSource for EdgeSessions {
 /// The socket leaves every local room first, so it gets no further
 /// deliveries even if its buffer is full; a disconnect refused by a full
 /// buffer is retried for a second.
-pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, session: &Session, reason: &str) {
+pub(crate) fn disconnect_with_exception(
+    io: &SocketIo,
+    metrics: &Metrics,
+    tracker: &TaskTracker,
+    session: &Session,
+    reason: &str,
+) {
     let Some(socket) = crate::delivery::local_socket(io, session.sid) else {
         return;
     };
@@ -144,7 +177,7 @@ pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, sessio
     }
     let io = io.clone();
     let sid = session.sid;
-    tokio::spawn(async move {
+    tracker.spawn(async move {
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             match crate::delivery::local_socket(&io, sid) {
@@ -157,9 +190,14 @@ pub(crate) fn disconnect_with_exception(io: &SocketIo, metrics: &Metrics, sessio
 }
 
 /// Disconnects the sessions an access change invalidated.
-pub(crate) fn disconnect_refused(io: &SocketIo, metrics: &Metrics, refused: &[(Arc<Session>, RefusedAccess)]) {
+pub(crate) fn disconnect_refused(
+    io: &SocketIo,
+    metrics: &Metrics,
+    tracker: &TaskTracker,
+    refused: &[(Arc<Session>, RefusedAccess)],
+) {
     for (session, reason) in refused {
-        disconnect_with_exception(io, metrics, session, &reason.client_error().to_string());
+        disconnect_with_exception(io, metrics, tracker, session, &reason.client_error().to_string());
         metrics.revocation_disconnects.inc();
     }
 }

@@ -20,7 +20,6 @@
 //! The session keeps only a weak reference to the socket and queued events
 //! keep only their ack id, so nothing in the queue keeps a dead socket alive.
 
-use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -34,38 +33,9 @@ use tracing::Instrument as _;
 
 use crate::ctx::EdgeCtx;
 use crate::error::ClientError;
-use crate::payload::{EventFrame, parse_frame};
-use crate::session::Session;
+use crate::payload::{echo_name, parse_frame};
+use crate::session::{Job, Session};
 use crate::socket::{ack_sender, reply_error};
-
-/// Work queued for one socket.
-pub(crate) enum Job {
-    /// A client event.
-    Event {
-        /// Name and payload.
-        frame: EventFrame,
-        /// The client's ack id, if it wants an ack.
-        ack_id: Option<i64>,
-        /// When it arrived.
-        received: Instant,
-    },
-    /// The socket disconnected: release everything, tell presence.
-    Close,
-}
-
-/// Longest event name repeated back to a client in an error.
-const EVENT_NAME_ECHO_MAX: usize = 64;
-
-/// The event name as it may appear in an error message or a log field
-/// (borrowed unless it must be shortened: this runs for every event).
-pub(crate) fn echo_name(name: &str) -> Cow<'_, str> {
-    if name.chars().count() <= EVENT_NAME_ECHO_MAX {
-        return Cow::Borrowed(name);
-    }
-    let mut short: String = name.chars().take(EVENT_NAME_ECHO_MAX).collect();
-    short.push('…');
-    Cow::Owned(short)
-}
 
 /// Receives every event of one socket, in arrival order, and queues it.
 pub(crate) struct Dispatcher {
@@ -101,8 +71,7 @@ impl MessageHandler<LocalAdapter, Queued> for Dispatcher {
             }
         };
         if let Some((error, frame)) = refusal {
-            let outcome = if error == ClientError::RateLimited { "rate_limited" } else { "queue_full" };
-            self.ctx.metrics.event(crate::events::metric_name(&frame.name), outcome);
+            self.ctx.metrics.event(crate::payload::metric_name(&frame.name), error.outcome());
             let ack = ack_sender(&socket, ack_id);
             reply_error(&SocketRef::from(socket), ack, &self.ctx.metrics, &echo_name(&frame.name), &error);
         }
@@ -183,7 +152,7 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
                 let span = tracing::info_span!(
                     parent: None,
                     "socketio.event",
-                    otel.name = %format_args!("socketio {}", crate::events::metric_name(&frame.name)),
+                    otel.name = %format_args!("socketio {}", crate::payload::metric_name(&frame.name)),
                     otel.kind = "server",
                     event = %echo_name(&frame.name),
                     sid = %socket.id,

@@ -17,12 +17,12 @@ use sb_authn::VerifiedUser;
 use sb_events::client::PublicUser;
 use sb_events::control::AccessChanged;
 use sb_events::{RoomName, UserId};
-use sb_presence_client::TokenBucket;
 use socketioxide::socket::Sid;
 
+use crate::bucket::TokenBucket;
 use crate::delivery::{Lease, UserLease};
-use crate::error::ClientError;
-use crate::queue::Job;
+use crate::error::RefusedAccess;
+use crate::payload::EventFrame;
 
 /// How long an access change is remembered for sockets whose verification
 /// was in flight when it arrived.
@@ -37,23 +37,19 @@ pub enum Access {
     Refused(RefusedAccess),
 }
 
-/// Why a connected session lost its access.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusedAccess {
-    /// `token revoked`.
-    Revoked,
-    /// `user disabled`.
-    Disabled,
-}
-
-impl RefusedAccess {
-    /// The error clients get.
-    pub fn client_error(self) -> ClientError {
-        match self {
-            Self::Revoked => ClientError::TokenRevoked,
-            Self::Disabled => ClientError::UserDisabled,
-        }
-    }
+/// Work queued for one socket (see [`crate::queue`]).
+pub(crate) enum Job {
+    /// A client event.
+    Event {
+        /// Name and payload.
+        frame: EventFrame,
+        /// The client's ack id, if it wants an ack.
+        ack_id: Option<i64>,
+        /// When it arrived.
+        received: Instant,
+    },
+    /// The socket disconnected: release everything, tell presence.
+    Close,
 }
 
 /// Mutable per-socket state.
@@ -136,6 +132,11 @@ impl Session {
         }
     }
 
+    /// The user as the sender of a message.
+    pub fn sender(&self) -> sb_events::Sender {
+        sb_events::Sender { id: self.user_id.clone(), email: self.user.email.clone() }
+    }
+
     /// The token the socket connected with.
     pub(crate) fn token(&self) -> &str {
         &self.token
@@ -149,6 +150,11 @@ impl Session {
     /// Whether the socket is in `room`.
     pub fn in_room(&self, room: &RoomName) -> bool {
         self.state.lock().rooms.contains_key(room)
+    }
+
+    /// How many rooms the socket is in.
+    pub fn room_count(&self) -> usize {
+        self.state.lock().rooms.len()
     }
 
     /// The current access.
@@ -215,6 +221,11 @@ impl Registry {
             }
             state.sessions -= 1;
         }
+    }
+
+    /// Distinct users with a live session.
+    pub fn user_count(&self) -> usize {
+        self.state.lock().by_user.len()
     }
 
     /// Removes a session now (at disconnect) rather than when it is dropped.

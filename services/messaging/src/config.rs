@@ -30,25 +30,25 @@ pub struct Config {
     pub ingest_batch_size: u16,
     /// How long the stream waits for messaging to ack a message before
     /// redelivering it (also how soon messages held by a crashed replica come back).
-    #[arg(long, env = "INGEST_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "INGEST_ACK_WAIT", default_value = "30s", value_parser = sb_config::parse_duration)]
     pub ingest_ack_wait: Duration,
     /// Most un-acked ingest messages handed out across all replicas.
     #[arg(long, env = "INGEST_MAX_ACK_PENDING", default_value_t = 4096, value_parser = clap::value_parser!(i64).range(1..))]
     pub ingest_max_ack_pending: i64,
     /// Delay before a batch that could not be stored or routed is retried.
-    #[arg(long, env = "INGEST_RETRY_DELAY", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "INGEST_RETRY_DELAY", default_value = "1s", value_parser = sb_config::parse_duration)]
     pub ingest_retry_delay: Duration,
     /// Replicas of the ingest stream when messaging creates it (3 on a NATS cluster).
     #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
     /// How long to wait for presence to say which private recipients are online.
-    #[arg(long, env = "PRESENCE_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, env = "PRESENCE_TIMEOUT", default_value = "500ms", value_parser = sb_config::parse_duration)]
     pub presence_timeout: Duration,
     /// Longest `Notify`/`Announce` text, in bytes (the edge's `send_message` limit).
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
     /// How long shutdown waits for in-flight work before giving up.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = sb_config::parse_duration)]
     pub shutdown_timeout: Duration,
     /// Where messages are stored.
     #[command(flatten)]
@@ -84,37 +84,10 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `30s`, `2m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(split) => text.split_at(split),
-        None => (text, "s"),
-    };
-    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 250ms, 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value.saturating_mul(60))),
-        _ => Err(format!("{text:?} has unknown unit {unit:?}; use ms, s or m")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser as _;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("ms").is_err());
-    }
 
     #[test]
     fn defaults_parse() {

@@ -14,16 +14,17 @@
 
 use sb_authn::{AdminGuard, AuthClient, AuthnError, bearer_token};
 use sb_events::bus::Bus;
-use sb_events::client::{Notification, PublicUser, event};
+use sb_events::client::{Notification, event};
 use sb_events::deliver::Delivery;
-use sb_events::ingest::{MessageAccepted, MessageKind};
+use sb_events::message::InvalidBody;
+use sb_events::{MessageAccepted, MessageBody, MessageId, MessageTarget, Sender, UserId};
 use sb_proto::messaging::v1 as pb;
 use sb_proto::messaging::v1::messaging_service_server::MessagingService;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::query::{self, QueryError};
-use crate::store::{HistoryScopeKey, Store, StoredMessage};
+use crate::store::{HistoryScope, Store};
 use crate::{Config, Error};
 
 /// How long `Notify` waits for the NATS client to send the notification
@@ -62,17 +63,14 @@ impl MessagingApi {
     }
 
     #[allow(clippy::result_large_err)] // handlers return tonic::Status
-    fn check_text(&self, field: &'static str, text: &str) -> Result<(), Status> {
-        if text.trim().is_empty() {
-            return Err(Status::invalid_argument(format!("invalid {field}: must not be empty")));
-        }
-        if text.len() > self.max_message_bytes {
-            return Err(Status::invalid_argument(format!(
-                "invalid {field}: must be at most {} bytes",
-                self.max_message_bytes
-            )));
-        }
-        Ok(())
+    fn parse_body(&self, field: &'static str, text: &str) -> Result<MessageBody, Status> {
+        MessageBody::parse(field, text, self.max_message_bytes).map_err(|error| {
+            let reason = match error {
+                InvalidBody::Empty { .. } => "must not be empty".to_owned(),
+                InvalidBody::TooLong { max_bytes, .. } => format!("must be at most {max_bytes} bytes"),
+            };
+            Status::invalid_argument(format!("invalid {field}: {reason}"))
+        })
     }
 
     /// Checks that `user_id` names a user, asking auth with the caller's token.
@@ -94,16 +92,16 @@ impl MessagingApi {
     }
 }
 
-fn to_proto(message: &StoredMessage) -> pb::StoredMessage {
+fn to_proto(message: &MessageAccepted) -> pb::StoredMessage {
     pb::StoredMessage {
-        id: message.id.clone(),
-        kind: message.kind.as_str().to_owned(),
-        from_id: message.from.id.clone(),
+        id: message.id.as_str().to_owned(),
+        kind: message.kind().as_str().to_owned(),
+        from_id: message.from.id.as_str().to_owned(),
         from_email: message.from.email.clone(),
-        room: message.room.clone().unwrap_or_default(),
-        to: message.recipient.clone().unwrap_or_default(),
-        message: message.body.clone(),
-        timestamp: sb_events::timestamp::rfc3339_ms(message.created_at_ms),
+        room: message.target.room().map(|room| room.as_str().to_owned()).unwrap_or_default(),
+        to: message.target.recipient().map(|to| to.as_str().to_owned()).unwrap_or_default(),
+        message: message.message.as_str().to_owned(),
+        timestamp: sb_events::timestamp::rfc3339_ms(message.timestamp_ms),
     }
 }
 
@@ -114,8 +112,8 @@ impl MessagingService for MessagingApi {
         let request = request.into_inner();
         let result = async {
             let scope = match &request.scope {
-                Some(pb::history_request::Scope::Room(room)) => HistoryScopeKey::Room(query::parse_room("room", room)?),
-                Some(pb::history_request::Scope::Conversation(conversation)) => HistoryScopeKey::Conversation(
+                Some(pb::history_request::Scope::Room(room)) => HistoryScope::Room(query::parse_room("room", room)?),
+                Some(pb::history_request::Scope::Conversation(conversation)) => HistoryScope::Conversation(
                     query::parse_user("conversation.user_a", &conversation.user_a)?,
                     query::parse_user("conversation.user_b", &conversation.user_b)?,
                 ),
@@ -127,7 +125,8 @@ impl MessagingService for MessagingApi {
                 }
             };
             let limit = if request.limit == 0 { DEFAULT_HISTORY_LIMIT } else { request.limit };
-            query::read_history(&self.store, &scope, Some(request.before.as_str()), limit).await
+            let before = query::parse_before(Some(request.before.as_str()))?;
+            query::read_history(&self.store, &scope, before.as_ref(), limit).await
         }
         .await;
         let outcome = match &result {
@@ -136,7 +135,7 @@ impl MessagingService for MessagingApi {
         };
         self.metrics.history_requests.get_or_create(&OutcomeLabel { outcome }).inc();
         let page = result.map_err(|error| error.to_status())?;
-        let next_before = if page.has_more { page.messages.last().map(|m| m.id.clone()) } else { None };
+        let next_before = if page.has_more { page.messages.last().map(|m| m.id.to_string()) } else { None };
         Ok(Response::new(pb::HistoryResponse {
             messages: page.messages.iter().map(to_proto).collect(),
             next_before: next_before.unwrap_or_default(),
@@ -146,7 +145,7 @@ impl MessagingService for MessagingApi {
     async fn notify(&self, request: Request<pb::NotifyRequest>) -> Result<Response<pb::NotifyResponse>, Status> {
         self.guard.require_admin(request.metadata()).await?;
         let (metadata, _, notify) = request.into_parts();
-        self.check_text("message", &notify.message)?;
+        let body = self.parse_body("message", &notify.message)?;
         if notify.title.chars().count() > MAX_TITLE_CHARS {
             return Err(Status::invalid_argument(format!(
                 "invalid title: must be at most {MAX_TITLE_CHARS} characters"
@@ -155,7 +154,14 @@ impl MessagingService for MessagingApi {
         if notify.title.chars().any(char::is_control) {
             return Err(Status::invalid_argument("invalid title: must not contain control characters"));
         }
-        let subject = if notify.user_id.is_empty() {
+        let subject = if !notify.room.is_empty() {
+            if !notify.user_id.is_empty() {
+                return Err(Status::invalid_argument("invalid room: give user_id or room, not both"));
+            }
+            let room = sb_events::RoomName::parse(notify.room.as_str())
+                .map_err(|error| Status::invalid_argument(format!("invalid room: {error}")))?;
+            self.bus.subjects.deliver_room(&room)
+        } else if notify.user_id.is_empty() {
             self.bus.subjects.deliver_all()
         } else {
             let user = sb_events::UserId::parse(notify.user_id.as_str())
@@ -166,7 +172,7 @@ impl MessagingService for MessagingApi {
         let notification = Notification {
             id: uuid::Uuid::now_v7().to_string(),
             title: Some(notify.title).filter(|title| !title.is_empty()),
-            message: notify.message,
+            message: body.into(),
             timestamp: sb_events::timestamp::now_rfc3339(),
         };
         let delivery = Delivery::new(event::NOTIFICATION, &notification).map_err(|error| {
@@ -184,27 +190,26 @@ impl MessagingService for MessagingApi {
     async fn announce(&self, request: Request<pb::AnnounceRequest>) -> Result<Response<pb::AnnounceResponse>, Status> {
         let admin = self.guard.require_admin(request.metadata()).await?;
         let announce = request.into_inner();
-        self.check_text("message", &announce.message)?;
-        let timestamp_ms = sb_events::timestamp::now_ms();
+        let body = self.parse_body("message", &announce.message)?;
+        let sender = UserId::parse(admin.id).map_err(|error| {
+            tracing::error!(%error, "auth verified an admin whose id is not a user id");
+            Status::internal("internal error")
+        })?;
         let accepted = MessageAccepted {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: MessageKind::Announcement,
-            from: PublicUser { id: admin.id, email: admin.email },
-            room: None,
-            to: None,
-            message: announce.message,
-            timestamp_ms,
+            id: MessageId::new_v7(),
+            target: MessageTarget::Announcement,
+            from: Sender { id: sender, email: admin.email },
+            message: body,
+            timestamp_ms: sb_events::timestamp::now_ms(),
             origin: None,
         };
-        if let Err(error) =
-            self.bus.publish_durable(self.bus.subjects.ingest_announcement(), &accepted.id, &accepted).await
-        {
+        if let Err(error) = self.bus.publish_accepted(&accepted).await {
             tracing::warn!(%error, "publish announcement to the ingest stream");
             return Err(Status::unavailable("announcement not accepted, try again"));
         }
         Ok(Response::new(pb::AnnounceResponse {
-            id: accepted.id,
-            timestamp: sb_events::timestamp::rfc3339_ms(timestamp_ms),
+            id: accepted.id.into(),
+            timestamp: sb_events::timestamp::rfc3339_ms(accepted.timestamp_ms),
         }))
     }
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub redelivered: Counter,
     /// Stream messages terminated because they cannot be decoded or are invalid.
     pub rejected: Counter,
+    /// Stream messages from a newer wire version this one cannot read (handed back).
+    pub newer_version: Counter,
     /// Batches that failed (store or publish) and were handed back to the stream.
     pub failed_batches: Counter,
     /// Messages per processed batch.
@@ -62,6 +64,7 @@ impl Metrics {
             redelivered: Counter::default(),
             rejected: Counter::default(),
             failed_batches: Counter::default(),
+            newer_version: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             store_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             pending_stored: Counter::default(),
@@ -87,6 +90,11 @@ impl Metrics {
             "messages_rejected",
             "Ingest stream messages terminated as undecodable or invalid",
             metrics.rejected.clone(),
+        );
+        registry.register(
+            "messages_newer_version",
+            "Ingest stream messages from a newer wire version, handed back for an upgraded replica",
+            metrics.newer_version.clone(),
         );
         registry.register(
             "batches_failed",

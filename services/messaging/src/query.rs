@@ -4,7 +4,9 @@
 
 use sb_events::rpc::{RpcError, RpcErrorCode};
 
-use crate::store::{HistoryPageRows, HistoryScopeKey, Store, StoreError, StoredMessage};
+use sb_events::{MessageAccepted, MessageId, RoomName, UserId};
+
+use crate::store::{HistoryPageRows, HistoryScope, Store, StoreError};
 
 /// Largest history page.
 pub const MAX_HISTORY_LIMIT: u32 = 100;
@@ -75,42 +77,42 @@ impl QueryError {
     }
 }
 
-/// Checks a user id field: a valid [`sb_events::UserId`].
-pub fn parse_user(field: &'static str, value: &str) -> Result<String, QueryError> {
-    sb_events::UserId::parse(value)
-        .map(sb_events::UserId::into_string)
-        .map_err(|error| QueryError::invalid(field, error.to_string()))
+/// Checks a user id field: a valid [`UserId`].
+pub fn parse_user(field: &'static str, value: &str) -> Result<UserId, QueryError> {
+    UserId::parse(value).map_err(|error| QueryError::invalid(field, error.to_string()))
 }
 
-/// Checks a room field: a valid [`sb_events::RoomName`].
-pub fn parse_room(field: &'static str, value: &str) -> Result<String, QueryError> {
-    sb_events::RoomName::parse(value)
-        .map(sb_events::RoomName::into_string)
-        .map_err(|error| QueryError::invalid(field, error.to_string()))
+/// Checks a room field: a valid [`RoomName`].
+pub fn parse_room(field: &'static str, value: &str) -> Result<RoomName, QueryError> {
+    RoomName::parse(value).map_err(|error| QueryError::invalid(field, error.to_string()))
+}
+
+/// Checks an optional `before` field: empty means none, else a message id.
+pub fn parse_before(value: Option<&str>) -> Result<Option<MessageId>, QueryError> {
+    match value.filter(|before| !before.is_empty()) {
+        None => Ok(None),
+        Some(before) => MessageId::parse("before", before)
+            .map(Some)
+            .map_err(|_| QueryError::invalid("before", "must be a message id")),
+    }
 }
 
 /// Reads one history page: `limit` must be 1..=100 (no silent clamping, so a
 /// caller's mistake is visible), `before` a message id of the same scope.
 pub async fn read_history(
     store: &Store,
-    scope: &HistoryScopeKey,
-    before: Option<&str>,
+    scope: &HistoryScope,
+    before: Option<&MessageId>,
     limit: u32,
 ) -> Result<HistoryPageRows, QueryError> {
     if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
         return Err(QueryError::invalid("limit", format!("must be between 1 and {MAX_HISTORY_LIMIT}")));
     }
-    let before = before.filter(|before| !before.is_empty());
-    if let Some(before) = before
-        && before.len() > 64
-    {
-        return Err(QueryError::invalid("before", "must be a message id"));
-    }
     Ok(store.history(scope, before, limit).await?)
 }
 
 /// Claims a user's pending private messages: `limit` must be 1..=1000.
-pub async fn claim_pending(store: &Store, user: &str, limit: u32) -> Result<Vec<StoredMessage>, QueryError> {
+pub async fn claim_pending(store: &Store, user: &str, limit: u32) -> Result<Vec<MessageAccepted>, QueryError> {
     let user = parse_user("user", user)?;
     if !(1..=MAX_PENDING_LIMIT).contains(&limit) {
         return Err(QueryError::invalid("limit", format!("must be between 1 and {MAX_PENDING_LIMIT}")));

@@ -10,6 +10,7 @@
 
 use async_nats::Subscriber;
 use futures_util::StreamExt as _;
+use sb_events::MessageAccepted;
 use sb_events::bus::Bus;
 use sb_events::rpc::{
     HistoryPage, HistoryQuery, HistoryScope, PendingClaim, PendingMessages, Reply, RpcError, RpcErrorCode,
@@ -22,7 +23,7 @@ use tracing::Instrument as _;
 
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::query::{self, QueryError};
-use crate::store::{HistoryScopeKey, Store};
+use crate::store::{self, Store};
 
 /// Why the request subjects could not be subscribed.
 #[derive(Debug, thiserror::Error)]
@@ -118,13 +119,14 @@ impl Requests {
     pub async fn history(&self, query: HistoryQuery) -> Reply<HistoryPage> {
         let result = async {
             let scope = match &query.scope {
-                HistoryScope::Room(room) => HistoryScopeKey::Room(query::parse_room("room", room)?),
-                HistoryScope::With(other) => HistoryScopeKey::Conversation(
+                HistoryScope::Room(room) => store::HistoryScope::Room(query::parse_room("room", room)?),
+                HistoryScope::With(other) => store::HistoryScope::Conversation(
                     query::parse_user("caller", &query.caller)?,
                     query::parse_user("with", other)?,
                 ),
             };
-            query::read_history(&self.store, &scope, query.before.as_deref(), query.limit).await
+            let before = query::parse_before(query.before.as_deref())?;
+            query::read_history(&self.store, &scope, before.as_ref(), query.limit).await
         }
         .await;
         let outcome = match &result {
@@ -132,9 +134,10 @@ impl Requests {
             Err(error) => error.outcome(),
         };
         self.metrics.history_requests.get_or_create(&OutcomeLabel { outcome }).inc();
-        to_reply(result.map(|page| HistoryPage {
-            messages: page.messages.iter().map(|message| message.to_new_message()).collect(),
-        }))
+        to_reply(
+            result
+                .map(|page| HistoryPage { messages: page.messages.iter().map(MessageAccepted::new_message).collect() }),
+        )
     }
 
     /// Answers one pending claim.
@@ -146,9 +149,11 @@ impl Requests {
                 tracing::debug!(claimed = messages.len(), "handed out pending private messages");
             }
         }
-        to_reply(result.map(|messages| PendingMessages {
-            messages: messages.iter().map(|message| message.to_new_message()).collect(),
-        }))
+        to_reply(
+            result.map(|messages| PendingMessages {
+                messages: messages.iter().map(MessageAccepted::new_message).collect(),
+            }),
+        )
     }
 }
 

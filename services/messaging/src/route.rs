@@ -1,5 +1,6 @@
-//! Who receives a message: validation of an ingested [`MessageAccepted`] and
-//! the deliveries it turns into.
+//! Who receives a message: the deliveries an ingested [`MessageAccepted`]
+//! turns into. (Whether a message names what its kind needs was settled
+//! when it was decoded: a [`MessageAccepted`] is valid by construction.)
 //!
 //! | kind | subject(s) | event | skipped socket |
 //! |---|---|---|---|
@@ -8,167 +9,213 @@
 //! | broadcast | `deliver.all` | `new_message` | none |
 //! | announcement | `deliver.all` | `admin_announcement` | none |
 
-use sb_events::client::{AdminAnnouncement, NewMessage, event};
-use sb_events::deliver::Delivery;
-use sb_events::ingest::{MessageAccepted, MessageKind};
-use sb_events::{IdError, RoomName, Subjects, UserId};
+use std::collections::BTreeMap;
 
-/// Why an ingested message cannot be stored or routed. Such a message is a
-/// producer bug; it is logged and terminated, never retried.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidMessage {
-    /// The id is empty or too long.
-    #[error("message id must be 1 to 64 characters")]
-    BadId,
-    /// A room message without a room, or with an invalid one.
-    #[error("room message needs a valid room: {0}")]
-    BadRoom(String),
-    /// A private message without a recipient, or with an invalid one.
-    #[error("private message needs a valid recipient: {0}")]
-    BadRecipient(String),
-    /// The sender id is not a valid user id.
-    #[error("invalid sender: {0}")]
-    BadSender(IdError),
+use sb_events::client::event;
+use sb_events::deliver::{Delivery, EdgeDeliveries, UserDelivery};
+use sb_events::ingest::Origin;
+use sb_events::presence::{EdgeSockets, Locations};
+use sb_events::{EdgeId, MessageAccepted, MessageTarget, Subjects, UserId};
+
+/// Private deliveries gathered per edge while a batch is routed, published
+/// as one [`EdgeDeliveries`] per edge on `deliver.edge.<edge>`.
+#[derive(Debug, Default)]
+pub struct EdgeBatches {
+    edges: BTreeMap<String, Vec<UserDelivery>>,
 }
 
-/// Who a validated message goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A room's members.
-    Room(RoomName),
-    /// One user (and the sender's other sockets).
-    Private(UserId),
-    /// Everyone, as `new_message`.
-    Broadcast,
-    /// Everyone, as `admin_announcement`.
-    Announcement,
+impl EdgeBatches {
+    fn push(&mut self, edge: &str, delivery: UserDelivery) {
+        self.edges.entry(edge.to_owned()).or_default().push(delivery);
+    }
+
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// The gathered deliveries with their subjects (an edge id that is not a
+    /// valid id cannot come from presence and is skipped).
+    pub fn into_subjects(self, subjects: &Subjects) -> Vec<(String, EdgeDeliveries)> {
+        self.edges
+            .into_iter()
+            .filter_map(|(edge, deliveries)| {
+                let edge = EdgeId::parse(edge).ok()?;
+                Some((subjects.deliver_edge(&edge), EdgeDeliveries { deliveries }))
+            })
+            .collect()
+    }
 }
 
-/// A message that passed [`validate`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidMessage {
-    /// The message as the edge published it.
-    pub accepted: MessageAccepted,
-    /// The sender's id, parsed.
-    pub sender: UserId,
-    /// Where it goes.
-    pub target: Target,
-}
-
-/// Checks that `accepted` names what its kind needs.
-pub fn validate(accepted: MessageAccepted) -> Result<ValidMessage, InvalidMessage> {
-    if accepted.id.is_empty() || accepted.id.len() > 64 {
-        return Err(InvalidMessage::BadId);
-    }
-    let sender = UserId::parse(accepted.from.id.clone()).map_err(InvalidMessage::BadSender)?;
-    let target = match accepted.kind {
-        MessageKind::Room => {
-            let room = accepted.room.clone().ok_or_else(|| InvalidMessage::BadRoom("room missing".to_owned()))?;
-            Target::Room(RoomName::parse(room).map_err(|error| InvalidMessage::BadRoom(error.to_string()))?)
+/// The deliveries of `message` to publish on their own subjects, each with
+/// its subject; a private message's copies for users presence placed on
+/// edges that take edge deliveries go into `per_edge` instead. A payload is
+/// serialized once, however many subjects it goes to.
+pub fn deliveries(
+    message: &MessageAccepted,
+    subjects: &Subjects,
+    locations: &Locations,
+    per_edge: &mut EdgeBatches,
+) -> Result<Vec<(String, Delivery)>, serde_json::Error> {
+    let deliveries = match &message.target {
+        MessageTarget::Room(room) => {
+            vec![(subjects.deliver_room(room), Delivery::new(event::NEW_MESSAGE, &message.new_message())?)]
         }
-        MessageKind::Private => {
-            let to = accepted.to.clone().ok_or_else(|| InvalidMessage::BadRecipient("to missing".to_owned()))?;
-            Target::Private(UserId::parse(to).map_err(|error| InvalidMessage::BadRecipient(error.to_string()))?)
-        }
-        MessageKind::Broadcast => Target::Broadcast,
-        MessageKind::Announcement => Target::Announcement,
-    };
-    Ok(ValidMessage { accepted, sender, target })
-}
-
-impl ValidMessage {
-    /// The `new_message` payload clients see for this message.
-    pub fn new_message(&self) -> NewMessage {
-        let accepted = &self.accepted;
-        NewMessage {
-            id: accepted.id.clone(),
-            from: accepted.from.clone(),
-            room: self.room().map(|room| room.as_str().to_owned()),
-            to: self.recipient().map(|to| to.as_str().to_owned()),
-            message: accepted.message.clone(),
-            timestamp: sb_events::timestamp::rfc3339_ms(accepted.timestamp_ms),
-        }
-    }
-
-    /// The room, if this is a room message.
-    pub fn room(&self) -> Option<&RoomName> {
-        match &self.target {
-            Target::Room(room) => Some(room),
-            _ => None,
-        }
-    }
-
-    /// The private recipient, if this is a private message.
-    pub fn recipient(&self) -> Option<&UserId> {
-        match &self.target {
-            Target::Private(to) => Some(to),
-            _ => None,
-        }
-    }
-
-    /// The deliveries to publish, each with its subject.
-    pub fn deliveries(&self, subjects: &Subjects) -> Result<Vec<(String, Delivery)>, serde_json::Error> {
-        let deliveries = match &self.target {
-            Target::Room(room) => {
-                vec![(subjects.deliver_room(room), Delivery::new(event::NEW_MESSAGE, &self.new_message())?)]
+        MessageTarget::User(to) => {
+            let payload = Delivery::new(event::NEW_MESSAGE, &message.new_message())?;
+            let mut routing = PrivateRouting { payload, subjects, locations, per_edge, own_subjects: Vec::new() };
+            if *to != message.from.id {
+                routing.copy_to(to, None);
             }
-            Target::Private(to) => {
-                // The payload is serialized once; the sender's copy skips the socket it came from.
-                let to_recipient = Delivery::new(event::NEW_MESSAGE, &self.new_message())?;
-                let except_socket = self.accepted.origin.as_ref().map(|origin| origin.socket.clone());
-                if *to == self.sender {
-                    // A note to oneself: one delivery reaches every other socket.
-                    vec![(subjects.deliver_user(to), Delivery { except_socket, ..to_recipient })]
-                } else {
-                    let to_sender = Delivery { except_socket, ..to_recipient.clone() };
-                    vec![(subjects.deliver_user(to), to_recipient), (subjects.deliver_user(&self.sender), to_sender)]
+            // The sender's copy skips the socket it came from; a note to
+            // oneself is that one copy.
+            routing.copy_to(&message.from.id, message.origin.as_ref());
+            routing.own_subjects
+        }
+        MessageTarget::Everyone => {
+            vec![(subjects.deliver_all(), Delivery::new(event::NEW_MESSAGE, &message.new_message())?)]
+        }
+        MessageTarget::Announcement => {
+            vec![(subjects.deliver_all(), Delivery::new(event::ADMIN_ANNOUNCEMENT, &message.admin_announcement())?)]
+        }
+    };
+    Ok(deliveries)
+}
+
+/// Where the copies of one private message go.
+struct PrivateRouting<'a> {
+    payload: Delivery,
+    subjects: &'a Subjects,
+    locations: &'a Locations,
+    per_edge: &'a mut EdgeBatches,
+    /// Copies for users' own subjects.
+    own_subjects: Vec<(String, Delivery)>,
+}
+
+impl PrivateRouting<'_> {
+    /// `user`'s copy: into the per-edge batches for every edge presence
+    /// places the user on when they all take edge deliveries, else on the
+    /// user's own subject. With `origin` (the sender's copy) the sending
+    /// socket is skipped, and so is its edge when that socket is the user's
+    /// only one there.
+    fn copy_to(&mut self, user: &UserId, origin: Option<&Origin>) {
+        let except_socket = origin.map(|origin| origin.socket.clone());
+        match self.locations.users.get(user.as_str()) {
+            Some(edges) if edges.iter().all(|edge| edge.edge_delivery) => {
+                for EdgeSockets { edge, sockets, .. } in edges {
+                    if origin.is_some_and(|origin| origin.edge == *edge) && *sockets <= 1 {
+                        continue;
+                    }
+                    self.per_edge.push(
+                        edge,
+                        UserDelivery {
+                            user: user.as_str().to_owned(),
+                            event: self.payload.event.clone(),
+                            data: self.payload.data.clone(),
+                            except_socket: except_socket.clone(),
+                        },
+                    );
                 }
             }
-            Target::Broadcast => {
-                vec![(subjects.deliver_all(), Delivery::new(event::NEW_MESSAGE, &self.new_message())?)]
-            }
-            Target::Announcement => {
-                let payload = AdminAnnouncement {
-                    id: self.accepted.id.clone(),
-                    from: self.accepted.from.clone(),
-                    message: self.accepted.message.clone(),
-                    timestamp: sb_events::timestamp::rfc3339_ms(self.accepted.timestamp_ms),
-                };
-                vec![(subjects.deliver_all(), Delivery::new(event::ADMIN_ANNOUNCEMENT, &payload)?)]
-            }
-        };
-        Ok(deliveries)
+            _ => self
+                .own_subjects
+                .push((self.subjects.deliver_user(user), Delivery { except_socket, ..self.payload.clone() })),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sb_events::client::PublicUser;
+    use sb_events::client::{AdminAnnouncement, NewMessage};
     use sb_events::ingest::Origin;
+    use sb_events::{MessageBody, MessageId, RoomName, Sender};
 
-    fn accepted(kind: MessageKind) -> MessageAccepted {
+    fn accepted(target: MessageTarget) -> MessageAccepted {
         MessageAccepted {
-            id: "0190a000-0000-7000-8000-000000000001".into(),
-            kind,
-            from: PublicUser { id: "alice".into(), email: "alice@example.com".into() },
-            room: None,
-            to: None,
-            message: "hi".into(),
+            id: MessageId::parse("id", "0190a000-0000-7000-8000-000000000001").unwrap(),
+            target,
+            from: Sender { id: UserId::parse("alice").unwrap(), email: "alice@example.com".into() },
+            message: MessageBody::parse("message", "hi", 4096).unwrap(),
             timestamp_ms: 1_764_104_561_123,
             origin: Some(Origin { edge: "edge-0".into(), socket: "sock-1".into() }),
         }
     }
 
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn none() -> Locations {
+        Locations::default()
+    }
+
+    fn deliveries(message: &MessageAccepted, subjects: &Subjects) -> Vec<(String, Delivery)> {
+        let mut per_edge = EdgeBatches::default();
+        let deliveries = super::deliveries(message, subjects, &none(), &mut per_edge).unwrap();
+        assert!(per_edge.is_empty(), "nobody was located");
+        deliveries
+    }
+
+    fn at(edges: &[(&str, u32, bool)]) -> Vec<EdgeSockets> {
+        edges
+            .iter()
+            .map(|(edge, sockets, direct)| EdgeSockets {
+                edge: (*edge).into(),
+                sockets: *sockets,
+                edge_delivery: *direct,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn located_private_copies_go_to_their_edges_in_one_batch_each() {
+        let subjects = Subjects::default();
+        let mut locations = Locations::default();
+        locations.users.insert("bob".into(), at(&[("edge-0", 1, true), ("edge-1", 2, true)]));
+        // alice's only socket is the sending one: no copy for her.
+        locations.users.insert("alice".into(), at(&[("edge-0", 1, true)]));
+        let mut per_edge = EdgeBatches::default();
+        let own = super::deliveries(&accepted(MessageTarget::User(user("bob"))), &subjects, &locations, &mut per_edge)
+            .unwrap();
+        assert!(own.is_empty());
+        let batches = per_edge.into_subjects(&subjects);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].0, subjects.deliver_edge(&EdgeId::parse("edge-0").unwrap()));
+        assert_eq!(batches[0].1.deliveries.len(), 1);
+        assert_eq!(batches[0].1.deliveries[0].user, "bob");
+
+        // With a second socket of alice on edge-0, her copy skips only the sending socket.
+        locations.users.insert("alice".into(), at(&[("edge-0", 2, true)]));
+        let mut per_edge = EdgeBatches::default();
+        super::deliveries(&accepted(MessageTarget::User(user("bob"))), &subjects, &locations, &mut per_edge).unwrap();
+        let batches = per_edge.into_subjects(&subjects);
+        let to_alice = batches[0].1.deliveries.iter().find(|d| d.user == "alice").expect("alice's copy");
+        assert_eq!(to_alice.except_socket.as_deref(), Some("sock-1"));
+    }
+
+    #[test]
+    fn a_user_on_an_edge_without_edge_delivery_gets_its_own_subject() {
+        let subjects = Subjects::default();
+        let mut locations = Locations::default();
+        locations.users.insert("bob".into(), at(&[("edge-0", 1, true), ("old-edge", 1, false)]));
+        let mut per_edge = EdgeBatches::default();
+        let own = super::deliveries(&accepted(MessageTarget::User(user("bob"))), &subjects, &locations, &mut per_edge)
+            .unwrap();
+        assert!(per_edge.is_empty());
+        assert_eq!(
+            own.iter().map(|(subject, _)| subject.clone()).collect::<Vec<_>>(),
+            [subjects.deliver_user(&user("bob")), subjects.deliver_user(&user("alice"))]
+        );
+    }
+
     #[test]
     fn room_message_goes_to_the_room_subject() {
         let subjects = Subjects::default();
-        let mut message = accepted(MessageKind::Room);
-        message.room = Some("a.*".into());
-        let valid = validate(message).unwrap();
-        let deliveries = valid.deliveries(&subjects).unwrap();
+        let room = RoomName::parse("a.*").unwrap();
+        let deliveries = deliveries(&accepted(MessageTarget::Room(room.clone())), &subjects);
         assert_eq!(deliveries.len(), 1);
-        assert_eq!(deliveries[0].0, subjects.deliver_room(&RoomName::parse("a.*").unwrap()));
+        assert_eq!(deliveries[0].0, subjects.deliver_room(&room));
         assert_eq!(deliveries[0].1.event, "new_message");
         assert_eq!(deliveries[0].1.except_socket, None);
         let payload: NewMessage = serde_json::from_str(deliveries[0].1.data.get()).unwrap();
@@ -179,47 +226,27 @@ mod tests {
     #[test]
     fn private_message_skips_only_the_sending_socket() {
         let subjects = Subjects::default();
-        let mut message = accepted(MessageKind::Private);
-        message.to = Some("bob".into());
-        let deliveries = validate(message).unwrap().deliveries(&subjects).unwrap();
+        let deliveries = deliveries(&accepted(MessageTarget::User(user("bob"))), &subjects);
         assert_eq!(deliveries.len(), 2);
-        assert_eq!(deliveries[0].0, subjects.deliver_user(&UserId::parse("bob").unwrap()));
+        assert_eq!(deliveries[0].0, subjects.deliver_user(&user("bob")));
         assert_eq!(deliveries[0].1.except_socket, None);
-        assert_eq!(deliveries[1].0, subjects.deliver_user(&UserId::parse("alice").unwrap()));
+        assert_eq!(deliveries[1].0, subjects.deliver_user(&user("alice")));
         assert_eq!(deliveries[1].1.except_socket.as_deref(), Some("sock-1"));
     }
 
     #[test]
     fn note_to_self_is_one_delivery() {
-        let mut message = accepted(MessageKind::Private);
-        message.to = Some("alice".into());
-        let deliveries = validate(message).unwrap().deliveries(&Subjects::default()).unwrap();
+        let deliveries = deliveries(&accepted(MessageTarget::User(user("alice"))), &Subjects::default());
         assert_eq!(deliveries.len(), 1);
         assert_eq!(deliveries[0].1.except_socket.as_deref(), Some("sock-1"));
     }
 
     #[test]
     fn announcement_has_its_own_event() {
-        let deliveries =
-            validate(accepted(MessageKind::Announcement)).unwrap().deliveries(&Subjects::default()).unwrap();
+        let deliveries = deliveries(&accepted(MessageTarget::Announcement), &Subjects::default());
         assert_eq!(deliveries[0].0, "sb.deliver.all");
         assert_eq!(deliveries[0].1.event, "admin_announcement");
         let payload: AdminAnnouncement = serde_json::from_str(deliveries[0].1.data.get()).unwrap();
         assert_eq!(payload.from.email, "alice@example.com");
-    }
-
-    #[test]
-    fn missing_or_bad_targets_are_refused() {
-        assert!(matches!(validate(accepted(MessageKind::Room)), Err(InvalidMessage::BadRoom(_))));
-        assert!(matches!(validate(accepted(MessageKind::Private)), Err(InvalidMessage::BadRecipient(_))));
-        let mut message = accepted(MessageKind::Room);
-        message.room = Some(String::new());
-        assert!(matches!(validate(message), Err(InvalidMessage::BadRoom(_))));
-        let mut message = accepted(MessageKind::Broadcast);
-        message.id = String::new();
-        assert_eq!(validate(message), Err(InvalidMessage::BadId));
-        let mut message = accepted(MessageKind::Broadcast);
-        message.from.id = String::new();
-        assert!(matches!(validate(message), Err(InvalidMessage::BadSender(_))));
     }
 }

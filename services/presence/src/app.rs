@@ -15,21 +15,24 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use sb_authn::{AdminGuard, AuthClient};
 use sb_events::bus::{Bus, BusError};
+use sb_proto::edge::v1::edge_control_server::EdgeControlServer;
 use sb_proto::presence::v1::presence_service_server::PresenceServiceServer;
-use sb_telemetry::http::Readiness;
+use sb_service::{Check, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::edge_control::EdgeControlGrpc;
 use crate::grpc::PresenceGrpc;
 use crate::lease::{Lease, ensure_lease_stream};
 use crate::liveness::{LivenessSettings, run_liveness};
 use crate::metrics::Metrics;
 use crate::replica::Replica;
 
-/// How long shutdown waits for in-flight work.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gRPC service this server answers for (health reports it by name).
+const GRPC_SERVICE: &str = "switchboard.presence.v1.PresenceService";
+/// The edge control service presence serves beside it.
+const EDGE_CONTROL_SERVICE: &str = "switchboard.edge.v1.EdgeControl";
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +49,9 @@ pub enum Error {
     /// `AUTH_ADDR` is not usable.
     #[error("auth client: {0}")]
     Authn(#[from] sb_authn::AuthnError),
-    /// The gRPC server failed.
-    #[error("serve gRPC: {0}")]
-    Grpc(#[from] tonic::transport::Error),
+    /// A server or task failed while running.
+    #[error(transparent)]
+    Service(#[from] sb_service::ServiceError),
     /// The reflection service could not be built.
     #[error("build the gRPC reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -71,8 +74,7 @@ impl App {
     /// and binds the gRPC and metrics listeners.
     pub async fn build(config: Config) -> Result<Self, Error> {
         let replica_id = config.replica_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let bus =
-            Bus::connect(&config.nats.url, &config.nats.subject_prefix, &format!("presence-{replica_id}")).await?;
+        let bus = Bus::connect(&config.nats, &format!("presence-{replica_id}")).await?;
 
         let stream = bus.ensure_presence_stream(config.stream_replicas, config.stream_max_age).await?;
         let mut stream_config = stream.cached_info().config.clone();
@@ -132,104 +134,65 @@ impl App {
         self.replica.clone()
     }
 
-    /// Serves until `shutdown` completes, then drains and closes.
+    /// Serves until `shutdown` completes, then stops within
+    /// `SHUTDOWN_TIMEOUT`: not serving first, then the emitter announces
+    /// what it owes and releases the lease, queries finish, NATS is drained.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
         let Self { config, bus, replica, grpc_listener, metrics_listener, registry, guard, stream_last_seq } = self;
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let readiness = Readiness::new();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_not_serving::<PresenceServiceServer<PresenceGrpc>>().await;
+        let service = Service::new("presence");
+        let nats = bus.client.clone();
+        service.health().add_probe("nats", move || sb_events::bus::connection_check(&nats));
+        // Until the stream is replayed this replica knows nothing and emits nothing.
+        service.health().set("replay", Check::pending("in progress"));
 
-        tracker.spawn({
-            let readiness = readiness.clone();
-            let cancel = cancel.clone();
-            async move {
-                if let Err(error) =
-                    sb_telemetry::http::serve(metrics_listener, registry, readiness, cancel.cancelled_owned()).await
-                {
-                    tracing::error!(%error, "metrics endpoint failed");
-                }
-            }
-        });
-        tracker.spawn(crate::consume::run_applier(bus.clone(), replica.clone(), cancel.clone()));
-        tracker.spawn(report_lag(bus.clone(), replica.clone(), cancel.clone()));
+        let services = [GRPC_SERVICE, EDGE_CONTROL_SERVICE];
+        let reflection = sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, &services)?;
+        let edge_control = EdgeControlGrpc::new(replica.clone(), bus.clone(), guard.clone());
+        let grpc = sb_telemetry::grpc::router(service.grpc_health(&services).await, reflection)
+            .add_service(PresenceServiceServer::new(PresenceGrpc::new(replica.clone(), guard)))
+            .add_service(EdgeControlServer::new(edge_control));
+        service.serve_grpc(grpc_listener, grpc);
+        service.serve_ops(metrics_listener, registry);
+        service.spawn_background(crate::consume::run_applier(bus.clone(), replica.clone(), service.stop_token()));
+        service.spawn_background(report_lag(bus.clone(), replica.clone(), service.stop_token()));
 
         // Once caught up: queries, liveness, emission, readiness.
-        tracker.spawn({
-            let (bus, replica, cancel, tracker_inner, readiness, health) =
-                (bus.clone(), replica.clone(), cancel.clone(), tracker.clone(), readiness.clone(), health.clone());
+        let started = service.clone();
+        let bus_for_start = bus.clone();
+        service.spawn("start-up replay", async move {
+            let bus = bus_for_start;
+            let stop = started.stop_token();
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = replica.wait_applied(stream_last_seq, Duration::MAX) => {}
+            }
+            tracing::info!(replica = %replica.id, applied = replica.applied_seq(), "presence state rebuilt from the stream");
+            let queries = crate::query::serve_queries(bus.clone(), replica.clone(), started.tracker().clone(), stop.clone());
+            started.spawn_essential("presence queries", queries);
             let liveness = LivenessSettings {
                 timeout_min: config.edge_timeout_min,
                 timeout_max: config.edge_timeout_max,
                 stream_max_age: config.stream_max_age,
             };
+            let tracker = started.tracker().clone();
+            started.spawn_essential("edge liveness", run_liveness(bus.clone(), replica.clone(), liveness, tracker, stop.clone()));
             let lease = Lease::new(bus.clone(), replica.id.clone(), config.lease_ttl);
-            let window = config.coalesce_window;
-            let coalesce_above = config.coalesce_above;
-            async move {
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    _ = replica.wait_applied(stream_last_seq, Duration::MAX) => {}
-                }
-                tracing::info!(replica = %replica.id, applied = replica.applied_seq(), "presence state rebuilt from the stream");
-                tracker_inner.spawn({
-                    let (bus, replica, tracker, cancel) = (bus.clone(), replica.clone(), tracker_inner.clone(), cancel.clone());
-                    async move {
-                        if let Err(error) = crate::query::serve_queries(bus, replica, tracker, cancel).await {
-                            tracing::error!(%error, "cannot subscribe to presence queries");
-                        }
-                    }
-                });
-                tracker_inner.spawn({
-                    let (bus, replica, cancel) = (bus.clone(), replica.clone(), cancel.clone());
-                    async move {
-                        if let Err(error) = run_liveness(bus, replica, liveness, cancel).await {
-                            tracing::error!(%error, "cannot subscribe to edge heartbeats");
-                        }
-                    }
-                });
-                tracker_inner.spawn(crate::emit::run_emitter(bus, replica.clone(), lease, window, coalesce_above, cancel));
-                readiness.set_ready();
-                replica.set_ready(true);
-                health.set_serving::<PresenceServiceServer<PresenceGrpc>>().await;
-            }
+            started.spawn_background(crate::emit::run_emitter(
+                bus.clone(),
+                replica.clone(),
+                lease,
+                config.coalesce_window,
+                config.coalesce_above,
+                stop,
+            ));
+            replica.set_ready(true);
+            started.health().set("replay", Check::Ok);
+            Ok::<(), std::convert::Infallible>(())
         });
 
-        let reflection =
-            sb_telemetry::grpc::reflection(sb_proto::FILE_DESCRIPTOR_SET, "switchboard.presence.v1.PresenceService")?;
-        let grpc = sb_telemetry::grpc::router(health_service, reflection)
-            .add_service(PresenceServiceServer::new(PresenceGrpc::new(replica.clone(), guard)))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener),
-                cancel.clone().cancelled_owned(),
-            );
-        let mut grpc = tokio::spawn(grpc);
-
-        let result = tokio::select! {
-            () = shutdown => Ok(()),
-            result = &mut grpc => match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(Error::Grpc(error)),
-                Err(error) => {
-                    tracing::error!(%error, "gRPC server task failed");
-                    Ok(())
-                }
-            },
-        };
-        tracing::info!("presence shutting down");
-        readiness.set_not_ready();
-        health.set_not_serving::<PresenceServiceServer<PresenceGrpc>>().await;
-        cancel.cancel();
-        tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
-            tracing::warn!("presence tasks did not stop within {DRAIN_TIMEOUT:?}");
-        }
-        if !grpc.is_finished() {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut grpc).await;
-        }
-        bus.close().await;
-        result
+        let result =
+            service.run(shutdown, config.shutdown_timeout, |_| async {}, |_| async move { bus.close().await }).await;
+        result.map_err(Error::from)
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Config {
     pub scope: Scope,
     /// How long the presence stream keeps events (e.g. `1h`, `30m`). Live
     /// edges are asked for a fresh snapshot every third of this.
-    #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = parse_duration, default_value = "1h")]
+    #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = sb_config::parse_duration, default_value = "1h")]
     pub stream_max_age: Duration,
     /// Replicas of the presence and lease streams (1 for a single nats-server,
     /// 3 in a cluster); the same setting as the other services'.
@@ -33,7 +33,7 @@ pub struct Config {
     pub stream_replicas: usize,
     /// Transitions are collected over this window and published together
     /// (online/offline changes share batched messages).
-    #[arg(long, env = "PRESENCE_COALESCE_WINDOW", value_parser = parse_duration, default_value = "100ms")]
+    #[arg(long, env = "PRESENCE_COALESCE_WINDOW", value_parser = sb_config::parse_duration, default_value = "100ms")]
     pub coalesce_window: Duration,
     /// A window with more transitions than this is a storm: room joins and
     /// leaves that undo each other within it are not announced at all. At or
@@ -44,15 +44,19 @@ pub struct Config {
     pub coalesce_above: usize,
     /// An edge is declared dead after three of its heartbeat intervals
     /// without a heartbeat, but never sooner than this...
-    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MIN", value_parser = parse_duration, default_value = "1s")]
+    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MIN", value_parser = sb_config::parse_duration, default_value = "1s")]
     pub edge_timeout_min: Duration,
     /// ...and never later than this (keeps edge death to removal under 15 s).
-    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MAX", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = "PRESENCE_EDGE_TIMEOUT_MAX", value_parser = sb_config::parse_duration, default_value = "10s")]
     pub edge_timeout_max: Duration,
     /// The emission lease expires this long after its holder's last renewal;
     /// another replica then takes over publishing transitions.
-    #[arg(long, env = "PRESENCE_LEASE_TTL", value_parser = parse_duration, default_value = "3s")]
+    #[arg(long, env = "PRESENCE_LEASE_TTL", value_parser = sb_config::parse_duration, default_value = "3s")]
     pub lease_ttl: Duration,
+    /// Longest graceful stop: announce what is owed, release the lease,
+    /// finish queries, close NATS (keep it below the orchestrator's grace period).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = sb_config::parse_duration)]
+    pub shutdown_timeout: Duration,
     /// This replica's name in the lease and logs (default: a new UUIDv7).
     #[arg(long, env = "PRESENCE_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -79,6 +83,7 @@ impl Config {
             edge_timeout_min: Duration::from_secs(1),
             edge_timeout_max: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(3),
+            shutdown_timeout: Duration::from_secs(10),
             replica_id: None,
             nats: sb_config::NatsArgs::for_url(nats_url),
             telemetry: sb_config::TelemetryArgs::default(),
@@ -86,26 +91,11 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `3s`, `10m`, `1h` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 =
-        number.parse().map_err(|_| format!("invalid duration {text:?}: use a whole number and ms, s, m or h"))?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(number)),
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        "h" => Ok(Duration::from_secs(number * 3600)),
-        other => Err(format!("invalid duration unit {other:?} in {text:?}: use ms, s, m or h")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser as _;
+    use sb_config::parse_duration;
 
     #[test]
     fn durations() {

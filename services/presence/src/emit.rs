@@ -28,7 +28,9 @@ use crate::state::{Change, Scope, Transition, coalesce, coalesce_presence};
 /// The most deliveries in one [`DeliveryBatch`] message.
 const BATCH_MAX: usize = 1000;
 
-/// Runs the lease and, while holding it, publishes transitions every `window`.
+/// Runs the lease and, while holding it, publishes transitions every
+/// `window`. When `cancel` fires, a holder publishes what it still owes and
+/// releases the lease, so another replica takes over at once.
 pub async fn run_emitter(
     bus: Bus,
     replica: std::sync::Arc<Replica>,
@@ -39,10 +41,25 @@ pub async fn run_emitter(
 ) {
     let mut ticker = tokio::time::interval(window.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every lease record also arrives on the core subject: a released
+    // lease is taken over at the next tick instead of after its ttl.
+    let mut lease_records = match bus.client.subscribe(bus.subjects.presence_lease()).await {
+        Ok(subscriber) => Some(subscriber),
+        Err(error) => {
+            tracing::warn!(%error, "watch the presence lease subject; a released lease is noticed within its ttl");
+            None
+        }
+    };
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = ticker.tick() => {}
+            Some(_) = next_record(&mut lease_records) => {
+                if !lease.is_held() {
+                    lease.check_soon();
+                }
+                continue;
+            }
         }
         let acquired = lease.maintain(replica.emitted_through()).await;
         if acquired {
@@ -65,7 +82,24 @@ pub async fn run_emitter(
             tracing::warn!(%error, "publish presence transitions");
         }
     }
+    if lease.is_held() {
+        // Announce what this replica owes, then hand the lease on.
+        if let Err(error) = emit_window(&bus, &replica, &mut lease, coalesce_above).await {
+            tracing::warn!(%error, "publish the last presence transitions at shutdown; the next holder publishes them");
+        }
+        if let Err(error) = lease.release(replica.emitted_through()).await {
+            tracing::warn!(%error, "release the presence emission lease; another replica takes it over after its ttl");
+        }
+    }
     replica.set_leader(false);
+}
+
+async fn next_record(subscriber: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    use futures_util::StreamExt as _;
+    match subscriber {
+        Some(subscriber) => subscriber.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,7 @@ impl pb::presence_service_server::PresenceService for PresenceGrpc {
                             socket_id: s.socket,
                             connected_at_ms: s.connected_at_ms,
                             rooms: s.rooms,
+                            transport: s.transport.map(|t| t.as_str().to_owned()).unwrap_or_default(),
                         })
                         .collect(),
                     rooms,

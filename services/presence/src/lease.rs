@@ -16,6 +16,11 @@
 //!   over, keeping `emitted_through`; the new holder publishes every
 //!   transition after it. A holder that died between publishing and writing
 //!   the record causes those transitions to be published twice; never lost.
+//! - A holder that stops cleanly first publishes what it owes, then writes
+//!   the record `released` ([`Lease::release`]). Everyone watches the lease
+//!   subject, so another replica takes a released lease over at once rather
+//!   than after `ttl`; so does a replica that finds its own id in the record
+//!   (its previous incarnation, restarted with the same `PRESENCE_REPLICA_ID`).
 
 use std::time::Duration;
 
@@ -36,6 +41,10 @@ pub struct LeaseRecord {
     pub emitted_through: u64,
     /// When it was written (informational), epoch milliseconds.
     pub at_ms: i64,
+    /// The holder gave the lease up (it stopped cleanly, everything up to
+    /// `emitted_through` published): anyone may take it at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 /// Why the lease could not be used.
@@ -48,6 +57,9 @@ pub enum LeaseError {
     #[error("read or write the presence emission lease: {0}")]
     Nats(String),
 }
+
+/// How long start-up waits for a new lease stream to elect a leader.
+const STREAM_LEADER_WAIT: Duration = Duration::from_secs(30);
 
 /// Creates the lease stream unless it exists (one record kept, file storage).
 pub async fn ensure_lease_stream(bus: &Bus, replicas: usize) -> Result<(), async_nats::Error> {
@@ -70,10 +82,19 @@ pub async fn ensure_lease_stream(bus: &Bus, replicas: usize) -> Result<(), async
 /// keeping it would silence every transition up to its `emitted_through`.
 pub async fn drop_stale_lease(bus: &Bus, stream_last_seq: u64) -> Result<(), async_nats::Error> {
     let stream = bus.jetstream.get_stream_no_info(bus.subjects.presence_lease_stream()).await?;
-    let message = match stream.get_last_raw_message_by_subject(&bus.subjects.presence_lease()).await {
-        Ok(message) => message,
-        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
-        Err(error) => return Err(error.into()),
+    // On a NATS cluster a stream that was just created has no leader for a
+    // moment, and reads of it time out until one is elected: retry for a while.
+    let deadline = Instant::now() + STREAM_LEADER_WAIT;
+    let message = loop {
+        match stream.get_last_raw_message_by_subject(&bus.subjects.presence_lease()).await {
+            Ok(message) => break message,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(%error, "read the presence lease (the stream may have no leader yet); retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
     };
     let Ok(record) = serde_json::from_slice::<LeaseRecord>(&message.payload) else { return Ok(()) };
     if record.emitted_through > stream_last_seq {
@@ -129,6 +150,25 @@ impl Lease {
         self.record_emitted_through
     }
 
+    /// Makes the next [`Self::maintain`] look at the record at once (the
+    /// lease subject carried a new record).
+    pub fn check_soon(&mut self) {
+        self.last_check = None;
+    }
+
+    /// Gives the lease up after everything up to `emitted_through` was
+    /// published, so another replica takes over without waiting for `ttl`.
+    /// Does nothing unless this replica holds it.
+    pub async fn release(&mut self, emitted_through: u64) -> Result<(), LeaseError> {
+        if !self.is_held() {
+            return Ok(());
+        }
+        self.write_record(emitted_through, true).await?;
+        self.held_until = None;
+        tracing::info!(replica = %self.replica, emitted_through, "released the presence emission lease");
+        Ok(())
+    }
+
     /// Renews the lease (holder) or checks whether to take it over (others);
     /// does nothing if it did so less than `ttl / 3` ago. `emitted_through`
     /// is the holder's progress. Returns true when this call acquired it.
@@ -167,16 +207,23 @@ impl Lease {
         };
         match stream.get_last_raw_message_by_subject(&self.bus.subjects.presence_lease()).await {
             Ok(message) => {
+                let mut free = false;
                 if message.sequence != self.record_seq {
                     match serde_json::from_slice::<LeaseRecord>(&message.payload) {
-                        Ok(record) => self.record_emitted_through = record.emitted_through,
+                        Ok(record) => {
+                            self.record_emitted_through = record.emitted_through;
+                            // Released, or held by this replica's previous incarnation.
+                            free = record.released || record.holder == self.replica;
+                        }
                         Err(error) => tracing::warn!(%error, "undecodable presence lease record; taking it over"),
                     }
                     self.record_seq = message.sequence;
                     self.record_changed = Instant::now();
-                    return false;
+                    if !free {
+                        return false;
+                    }
                 }
-                if self.record_changed.elapsed() < self.ttl {
+                if !free && self.record_changed.elapsed() < self.ttl {
                     return false;
                 }
             }
@@ -205,8 +252,16 @@ impl Lease {
     /// Writes the record with `emitted_through` if nobody wrote it since we
     /// last saw it; on success the lease is ours for another `ttl`.
     pub async fn write(&mut self, emitted_through: u64) -> Result<(), LeaseError> {
-        let record =
-            LeaseRecord { holder: self.replica.clone(), emitted_through, at_ms: sb_events::timestamp::now_ms() };
+        self.write_record(emitted_through, false).await
+    }
+
+    async fn write_record(&mut self, emitted_through: u64, released: bool) -> Result<(), LeaseError> {
+        let record = LeaseRecord {
+            holder: self.replica.clone(),
+            emitted_through,
+            at_ms: sb_events::timestamp::now_ms(),
+            released,
+        };
         let payload = serde_json::to_vec(&record).map_err(|error| LeaseError::Nats(error.to_string()))?;
         let started = Instant::now();
         let message =

@@ -17,12 +17,14 @@
 //! - [`consume`]: applies the stream (ordered consumer).
 //! - [`lease`], [`emit`]: who publishes, and what.
 //! - [`liveness`]: heartbeats, dead edges, snapshot requests.
-//! - [`query`]: `<p>.presence.query` answers; [`grpc`]: `PresenceService`.
+//! - [`query`]: `<p>.presence.query` answers; [`grpc`]: `PresenceService`;
+//!   [`edge_control`]: `EdgeControl` (kick, drain, list the edges).
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod app;
 pub mod config;
 pub mod consume;
+pub mod edge_control;
 pub mod emit;
 pub mod grpc;
 pub mod lease;

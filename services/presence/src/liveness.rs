@@ -31,6 +31,7 @@ use sb_events::presence::{
 use sb_events::timestamp::now_ms;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::replica::Replica;
 
@@ -62,6 +63,7 @@ struct Seen {
 
 struct Liveness {
     bus: Bus,
+    tracker: TaskTracker,
     replica: Arc<Replica>,
     settings: LivenessSettings,
     seen: HashMap<String, Seen>,
@@ -74,16 +76,18 @@ struct Liveness {
     behind: HashMap<String, (Instant, u64)>,
 }
 
-/// Watches heartbeats until `cancel`.
+/// Watches heartbeats until `cancel`; snapshot requests run on `tracker`.
 pub async fn run_liveness(
     bus: Bus,
     replica: Arc<Replica>,
     settings: LivenessSettings,
+    tracker: TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut heartbeats = bus.client.subscribe(bus.subjects.presence_heartbeat_all()).await?;
     let mut liveness = Liveness {
         bus,
+        tracker,
         replica,
         settings,
         seen: HashMap::new(),
@@ -114,6 +118,15 @@ impl Liveness {
     fn on_heartbeat(&mut self, heartbeat: EdgeHeartbeat) {
         let now = Instant::now();
         self.replica.heartbeats.lock().insert(heartbeat.edge.clone(), now_ms());
+        self.replica.edge_directory.heard(heartbeat.clone(), now_ms());
+        {
+            let mut direct = self.replica.edge_delivery.lock();
+            if heartbeat.edge_delivery {
+                direct.insert(heartbeat.edge.clone());
+            } else {
+                direct.remove(&heartbeat.edge);
+            }
+        }
         let edge = heartbeat.edge.clone();
         let view = self.replica.read(|state| state.edge(&edge));
         let reason = match &view {
@@ -224,7 +237,7 @@ impl Liveness {
         tracing::info!(edge, reason, "asking edge for a snapshot");
         let bus = self.bus.clone();
         let command = EdgeCommand::Snapshot { request_id: uuid::Uuid::now_v7().to_string() };
-        tokio::spawn(async move {
+        self.tracker.spawn(async move {
             let subject = bus.subjects.control_edge(&edge_id);
             if let Err(error) = bus.request::<_, EdgeCommandDone>(subject, &command).await {
                 tracing::warn!(%error, edge = %edge_id, "snapshot request not answered");

@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use sb_events::PRESENCE_CONSUMER;
 use sb_events::bus::Bus;
 use sb_events::client::OnlineUsers;
-use sb_events::presence::{OnlineAmong, PresenceQuery, RoomMembers};
+use sb_events::presence::{EdgeSockets, Locations, OnlineAmong, PresenceQuery, RoomMembers};
 use sb_events::rpc::{Reply, RpcError, RpcErrorCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -107,6 +107,35 @@ async fn answer(
                     let (members, _, count) = replica.read(|state| state.room_page(&room, None, MAX_PAGE as usize));
                     Reply::Ok(RoomMembers { room, members, count })
                 }
+            };
+            bus.respond(reply_to, &reply).await
+        }
+        PresenceQuery::Locate { users } => {
+            let reply = if users.len() > MAX_AMONG {
+                Reply::Error(RpcError::new(
+                    RpcErrorCode::InvalidArgument,
+                    format!("users: at most {MAX_AMONG} per question"),
+                ))
+            } else {
+                let direct = replica.edge_delivery.lock().clone();
+                let users = replica.read(|state| {
+                    users
+                        .into_iter()
+                        .filter_map(|user| {
+                            let edges: Vec<EdgeSockets> = state
+                                .locate(&user)
+                                .into_iter()
+                                .map(|(edge, sockets)| EdgeSockets {
+                                    edge: edge.to_owned(),
+                                    sockets,
+                                    edge_delivery: direct.contains(edge),
+                                })
+                                .collect();
+                            (!edges.is_empty()).then_some((user, edges))
+                        })
+                        .collect()
+                });
+                Reply::Ok(Locations { users })
             };
             bus.respond(reply_to, &reply).await
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use sb_events::presence::PresenceEvent;
+use sb_events::presence::{EdgeHeartbeat, PresenceEvent};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -47,6 +47,11 @@ pub struct Replica {
     ready: AtomicBool,
     /// Edge id → epoch ms of its last heartbeat seen by this replica.
     pub heartbeats: Mutex<HashMap<String, i64>>,
+    /// Edges whose last heartbeat said they take deliveries on their own
+    /// subject (`edge_delivery`).
+    pub edge_delivery: Mutex<std::collections::HashSet<String>>,
+    /// The last heartbeat of every edge (`ListEdges`, kicks).
+    pub edge_directory: EdgeDirectory,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -62,6 +67,8 @@ impl Replica {
             leader: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             heartbeats: Mutex::new(HashMap::new()),
+            edge_delivery: Mutex::new(std::collections::HashSet::new()),
+            edge_directory: EdgeDirectory::default(),
             metrics,
         }
     }
@@ -177,5 +184,44 @@ impl Replica {
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Release);
         self.metrics.leader.set(i64::from(leader));
+    }
+}
+
+/// An edge is live while its last heartbeat is younger than this many of its intervals.
+const LIVE_INTERVALS: i64 = 3;
+/// …and never less than this.
+const LIVE_MIN_MS: i64 = 3_000;
+
+/// The last heartbeat of each edge, with when this replica received it.
+#[derive(Debug, Default)]
+pub struct EdgeDirectory {
+    edges: Mutex<HashMap<String, (i64, EdgeHeartbeat)>>,
+}
+
+impl EdgeDirectory {
+    /// Records `heartbeat`, received at `at_ms`.
+    pub fn heard(&self, heartbeat: EdgeHeartbeat, at_ms: i64) {
+        self.edges.lock().insert(heartbeat.edge.clone(), (at_ms, heartbeat));
+    }
+
+    /// The edges heard from recently enough to be alive at `now_ms`, by id,
+    /// each with when it was last heard.
+    pub fn live(&self, now_ms: i64) -> Vec<(i64, EdgeHeartbeat)> {
+        let mut edges = self.edges.lock();
+        edges.retain(|_, (at, heartbeat)| {
+            // Forget edges silent for far longer than any liveness bound.
+            now_ms - *at < 10 * LIVE_MIN_MS.max(heartbeat.interval_ms as i64 * LIVE_INTERVALS)
+        });
+        let mut live: Vec<(i64, EdgeHeartbeat)> = edges
+            .values()
+            .filter(|(at, heartbeat)| {
+                let bound =
+                    (i64::try_from(heartbeat.interval_ms).unwrap_or(i64::MAX / 4) * LIVE_INTERVALS).max(LIVE_MIN_MS);
+                now_ms - *at <= bound
+            })
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| a.1.edge.cmp(&b.1.edge));
+        live
     }
 }

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use sb_events::client::PublicUser;
-use sb_events::presence::{PresenceEvent, PresenceEventKind, SessionState};
+use sb_events::presence::{PresenceEvent, PresenceEventKind, SessionState, Transport};
 
 /// Events held back waiting for a missing `seq`, per edge, before the state
 /// gives up on the gap (applies them anyway and asks for a snapshot).
@@ -74,6 +74,8 @@ pub struct Session {
     pub connected_at_ms: i64,
     /// Rooms the socket is in.
     pub rooms: BTreeSet<String>,
+    /// The transport the edge reported (none from older edges).
+    pub transport: Option<Transport>,
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +144,8 @@ pub struct SessionView {
     pub connected_at_ms: i64,
     /// Rooms.
     pub rooms: Vec<String>,
+    /// The transport the edge reported, if it did.
+    pub transport: Option<Transport>,
 }
 
 /// Totals.
@@ -272,8 +276,8 @@ impl State {
         }
         match event.kind {
             PresenceEventKind::EdgeUp | PresenceEventKind::EdgeDown { .. } | PresenceEventKind::Snapshot { .. } => {}
-            PresenceEventKind::SessionOpened { socket, user, connected_at_ms } => {
-                self.open(&edge, &socket, user, connected_at_ms, ctx);
+            PresenceEventKind::SessionOpened { socket, user, connected_at_ms, transport } => {
+                self.open(&edge, &socket, user, connected_at_ms, transport, ctx);
             }
             PresenceEventKind::SessionClosed { socket } => self.close(&edge, &socket, ctx),
             PresenceEventKind::RoomJoined { socket, room } => self.join(&edge, &socket, &room, ctx),
@@ -340,7 +344,12 @@ impl State {
             let keep_user = existing.iter().any(|(socket, user)| socket == &session.socket && user == &session.user.id);
             if !keep_user {
                 self.close(edge, &session.socket, ctx);
-                self.open(edge, &session.socket, session.user.clone(), session.connected_at_ms, ctx);
+                self.open(edge, &session.socket, session.user.clone(), session.connected_at_ms, session.transport, ctx);
+            } else if let Some(transport) = session.transport
+                && let Some(kept) = self.edges.get_mut(edge).and_then(|entry| entry.sockets.get_mut(&session.socket))
+            {
+                // A snapshot says what the socket uses now (it may have upgraded).
+                kept.transport = Some(transport);
             }
             for room in &session.rooms {
                 self.join(edge, &session.socket, room, ctx);
@@ -372,7 +381,15 @@ impl State {
         }
     }
 
-    fn open(&mut self, edge: &str, socket: &str, user: PublicUser, connected_at_ms: i64, ctx: &mut Ctx<'_>) {
+    fn open(
+        &mut self,
+        edge: &str,
+        socket: &str,
+        user: PublicUser,
+        connected_at_ms: i64,
+        transport: Option<Transport>,
+        ctx: &mut Ctx<'_>,
+    ) {
         let Some(entry) = self.edges.get_mut(edge) else { return };
         if let Some(existing) = entry.sockets.get(socket) {
             if existing.user.id == user.id {
@@ -381,9 +398,10 @@ impl State {
             self.close(edge, socket, ctx);
         }
         let Some(entry) = self.edges.get_mut(edge) else { return };
-        entry
-            .sockets
-            .insert(socket.to_owned(), Session { user: user.clone(), connected_at_ms, rooms: BTreeSet::new() });
+        entry.sockets.insert(
+            socket.to_owned(),
+            Session { user: user.clone(), connected_at_ms, rooms: BTreeSet::new(), transport },
+        );
         self.sockets += 1;
         let key = (edge.to_owned(), socket.to_owned());
         match self.users.get_mut(&user.id) {
@@ -518,6 +536,22 @@ impl State {
         self.users.contains_key(user_id)
     }
 
+    /// The edges holding `user_id`'s sockets, with how many each holds
+    /// (empty when the user is offline).
+    pub fn locate(&self, user_id: &str) -> Vec<(&str, u32)> {
+        let mut edges: Vec<(&str, u32)> = Vec::new();
+        if let Some(entry) = self.users.get(user_id) {
+            // Ordered by (edge, socket): one edge's sockets are adjacent.
+            for (edge, _) in &entry.sockets {
+                match edges.last_mut() {
+                    Some((last, count)) if *last == edge.as_str() => *count += 1,
+                    _ => edges.push((edge.as_str(), 1)),
+                }
+            }
+        }
+        edges
+    }
+
     /// A user's public identity (when online) and sessions.
     pub fn user_sessions(&self, user_id: &str) -> Option<(PublicUser, Vec<SessionView>)> {
         let entry = self.users.get(user_id)?;
@@ -531,6 +565,7 @@ impl State {
                     socket: socket.clone(),
                     connected_at_ms: session.connected_at_ms,
                     rooms: session.rooms.iter().cloned().collect(),
+                    transport: session.transport,
                 })
             })
             .collect();

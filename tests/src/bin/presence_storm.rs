@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         replicas.push(PresenceReplica::start(config).await?);
     }
 
-    let observer = Bus::connect(nats.url(), "sb", "storm-observer").await?;
+    let observer = Bus::connect(&sb_config::NatsArgs::for_url(nats.url()), "storm-observer").await?;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut subscription = observer.client.subscribe(observer.subjects.deliver_presence()).await?;
     sb_tests::round_trip(&observer.client).await?;

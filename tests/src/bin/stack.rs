@@ -1,7 +1,8 @@
 //! `stack`: the whole Switchboard stack in one process for end-to-end tests
 //! and local experiments: a private nats-server, auth, presence, messaging
 //! and `--edges N` edges on free loopback ports, against SQLite (default) or
-//! PostgreSQL (`TEST_DATABASE_URL`).
+//! PostgreSQL (`TEST_DATABASE_URL`); `--nats-url` uses a nats-server of the
+//! caller's instead (to start a stack again on the same streams).
 //!
 //! It seeds the demo users `admin@example.com` (admin), `alice@example.com`
 //! and `bob@example.com` with password `DEMO_PASSWORD` (default
@@ -18,6 +19,11 @@
 //! | `{"cmd":"revoke","user_id":"…"}` | `{"ok":true}` (RevokeTokens) |
 //! | `{"cmd":"disable","user_id":"…"}` | `{"ok":true}` (DisableUser) |
 //! | `{"cmd":"notify","user_id":"…"?,"title":"…"?,"message":"…"}` | `{"id"}` (messaging's Notify) |
+//! | `{"cmd":"kick","user_id":"…","reason":"…"?}` | `{"sockets","edges"}` (EdgeControl.Kick) |
+//! | `{"cmd":"drain","edge_id":"…","over":"5s"?}` | `{"edge_id","sockets","over_ms"}` (EdgeControl.Drain) |
+//! | `{"cmd":"list_edges"}` | `{"edges":[{id,address,version,sockets,users,draining,last_heartbeat_ms}]}` |
+//! | `{"cmd":"get_user","user_id":"…"}` | `{"online","sessions":[{edge_id,socket_id,transport,rooms}]}` (PresenceService.GetUser) |
+//! | `{"cmd":"grpc_status","call":"kick"\|"drain",…}` | `{"code","message"}` of a call expected to fail |
 //!
 //! ```text
 //! {"edges":["http://127.0.0.1:40001"],"auth":"http://127.0.0.1:40002","nats":"nats://127.0.0.1:40003",
@@ -73,6 +79,14 @@ struct Args {
     /// Presence scope: `all`, `rooms` or `none`.
     #[arg(long)]
     presence_scope: Option<String>,
+    /// Use this nats-server (JetStream enabled) instead of starting a private
+    /// one: a stack stopped and started again with the same URL (or a server
+    /// restarted on the same store) finds the streams as it left them.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// The edges' DRAIN_DURATION (default 0s here: stops close everything at once).
+    #[arg(long, value_parser = sb_config::parse_duration)]
+    drain_duration: Option<Duration>,
 }
 
 #[tokio::main]
@@ -84,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         "postgres" | "postgresql" => DbKind::Postgres,
         other => anyhow::bail!("--db must be sqlite or postgres, not {other:?}"),
     };
+    let drain_duration = args.drain_duration;
     let (rate, burst, queue, max_bytes, presence_frames) = (
         args.rate_limit_per_sec,
         args.rate_limit_burst,
@@ -108,9 +123,14 @@ async fn main() -> anyhow::Result<()> {
         if let Some(frames) = presence_frames {
             config.presence_frames_per_sec = frames;
         }
+        if let Some(drain) = drain_duration {
+            config.drain_duration = drain;
+            config.shutdown_timeout = config.shutdown_timeout.max(drain + Duration::from_secs(10));
+        }
     });
     options.edges = args.edges.max(1);
     options.jwt_secret = args.jwt_secret.clone();
+    options.nats = args.nats_url.clone().map(sb_config::NatsArgs::for_url);
     if let Some(scope) = args.presence_scope.clone() {
         use clap::ValueEnum as _;
         let scope = sb_presence::state::Scope::from_str(&scope, true)
@@ -140,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let line = json!({
         "edges": stack.edges.iter().map(|edge| edge.url.clone()).collect::<Vec<_>>(),
+        "edgeIds": stack.edges.iter().map(|edge| edge.edge_id.clone()).collect::<Vec<_>>(),
         "auth": stack.auth.uri(),
         "nats": stack.nats_url(),
         "db": args.db,
@@ -250,12 +271,71 @@ async fn run_command(stack: &TestStack, line: &str) -> anyhow::Result<serde_json
                     user_id: field("user_id").unwrap_or_default(),
                     title: field("title").unwrap_or_default(),
                     message: required("message")?,
+                    room: field("room").unwrap_or_default(),
                 }))
                 .await
                 .context("notify")?
                 .into_inner();
             Ok(json!({ "id": reply.id, "timestamp": reply.timestamp }))
         }
-        other => anyhow::bail!("unknown command {other:?}: use create_user, revoke, disable or notify"),
+        "kick" | "drain" | "list_edges" | "get_user" | "grpc_status" => edge_control(stack, &command).await,
+        other => anyhow::bail!(
+            "unknown command {other:?}: use create_user, revoke, disable, notify, kick, drain, list_edges, get_user or grpc_status"
+        ),
+    }
+}
+
+/// The admin calls on presence's gRPC server (EdgeControl, GetUser).
+async fn edge_control(stack: &TestStack, command: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    use sb_proto::edge::v1 as epb;
+    use sb_proto::presence::v1 as ppb;
+    let text = |name: &str| command[name].as_str().unwrap_or_default().to_owned();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", stack.presence.grpc_addr))?.connect().await?;
+    let mut control = epb::edge_control_client::EdgeControlClient::new(channel.clone());
+    let kick = epb::KickRequest { user_id: text("user_id"), reason: text("reason") };
+    let drain = epb::DrainRequest { edge_id: text("edge_id"), over: text("over") };
+    match command["cmd"].as_str().unwrap_or_default() {
+        "kick" => {
+            let done = control.kick(stack.auth.as_admin(kick)).await.context("kick")?.into_inner();
+            Ok(json!({ "sockets": done.sockets, "edges": done.edges }))
+        }
+        "drain" => {
+            let done = control.drain(stack.auth.as_admin(drain)).await.context("drain")?.into_inner();
+            Ok(json!({ "edge_id": done.edge_id, "sockets": done.sockets, "over_ms": done.over_ms }))
+        }
+        "list_edges" => {
+            let edges = control.list_edges(stack.auth.as_admin(epb::ListEdgesRequest {})).await?.into_inner().edges;
+            let edges: Vec<_> = edges
+                .into_iter()
+                .map(|e| {
+                    json!({ "id": e.id, "address": e.address, "version": e.version, "sockets": e.sockets,
+                            "users": e.users, "draining": e.draining, "last_heartbeat_ms": e.last_heartbeat_ms })
+                })
+                .collect();
+            Ok(json!({ "edges": edges }))
+        }
+        "get_user" => {
+            let mut presence = ppb::presence_service_client::PresenceServiceClient::new(channel);
+            let user =
+                presence.get_user(stack.auth.as_admin(ppb::GetUserRequest { id: text("user_id") })).await?.into_inner();
+            let sessions: Vec<_> = user
+                .sessions
+                .into_iter()
+                .map(|s| json!({ "edge_id": s.edge_id, "socket_id": s.socket_id, "transport": s.transport, "rooms": s.rooms }))
+                .collect();
+            Ok(json!({ "online": user.online, "sessions": sessions }))
+        }
+        _ => {
+            let result = match command["call"].as_str().unwrap_or_default() {
+                "kick" => control.kick(stack.auth.as_admin(kick)).await.map(|_| ()),
+                "drain" => control.drain(stack.auth.as_admin(drain)).await.map(|_| ()),
+                other => anyhow::bail!("grpc_status call must be kick or drain, not {other:?}"),
+            };
+            match result {
+                Ok(()) => Ok(json!({ "code": "OK", "message": "" })),
+                Err(status) => Ok(json!({ "code": format!("{:?}", status.code()), "message": status.message() })),
+            }
+        }
     }
 }

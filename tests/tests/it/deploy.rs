@@ -1,7 +1,10 @@
 //! `docker-compose.yml`, `deploy/k8s/` and the `Dockerfile` cannot be run here (no container
 //! engine), so they are parsed and cross-checked against each service's real `Config`: every
 //! environment variable they set is one the service reads, every setting the service requires
-//! is set, and ports, probes, selectors and config/secret references agree.
+//! is set, and ports, probes, selectors and config/secret references agree. The Kubernetes
+//! overlays are rendered and schema-validated first: [`kubernetes`].
+
+mod kubernetes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -96,6 +99,23 @@ fn compose_services_set_exactly_what_they_read() {
         }
         let depends = service["depends_on"].as_mapping().expect("depends_on");
         assert!(depends.contains_key("nats"), "{name} waits for NATS");
+        for (on, how) in depends {
+            assert_eq!(
+                str_of(&how["condition"]),
+                "service_healthy",
+                "{name} waits for {} to be healthy, not just started",
+                str_of(on)
+            );
+        }
+        // The runtime image has no curl: the health check is the binary's own
+        // `healthcheck` subcommand, which reads the same settings as the service.
+        let test: Vec<String> = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has a healthcheck"))
+            .iter()
+            .map(str_of)
+            .collect();
+        assert_eq!(test, ["CMD".to_owned(), format!("/usr/local/bin/sb-{name}"), "healthcheck".to_owned()], "{name}");
     }
     for infra in ["nats", "postgres", "jaeger"] {
         assert!(declared[infra].is_mapping(), "compose runs {infra}");
@@ -107,93 +127,6 @@ fn compose_services_set_exactly_what_they_read() {
         let database = url.rsplit('/').next().expect("database name");
         assert!(init.contains(&format!("CREATE DATABASE {database};")), "postgres-init.sql creates {database}");
     }
-}
-
-fn k8s_documents() -> Vec<(String, Value)> {
-    let kustomization: Value = serde_norway::from_str(&read("deploy/k8s/kustomization.yaml")).expect("kustomization");
-    let mut documents = Vec::new();
-    for resource in kustomization["resources"].as_sequence().expect("resources") {
-        let file = str_of(resource);
-        let text = read(&format!("deploy/k8s/{file}"));
-        for document in serde_norway::Deserializer::from_str(&text) {
-            let value = Value::deserialize(document).unwrap_or_else(|e| panic!("{file} parses: {e}"));
-            if !value.is_null() {
-                documents.push((file.clone(), value));
-            }
-        }
-    }
-    documents
-}
-
-use serde::Deserialize as _;
-
-#[test]
-fn kubernetes_manifests_agree_with_the_services() {
-    let documents = k8s_documents();
-    let find = |kind: &str, name: &str| -> &Value {
-        documents
-            .iter()
-            .map(|(_, d)| d)
-            .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
-            .unwrap_or_else(|| panic!("no {kind} {name} in deploy/k8s"))
-    };
-    let config_map = find("ConfigMap", "switchboard-config");
-    let secret = find("Secret", "switchboard-secrets");
-    for (name, env) in services() {
-        let full = format!("sb-{name}");
-        let deployment = find("Deployment", &full);
-        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-        for (key, value) in deployment["spec"]["selector"]["matchLabels"].as_mapping().expect("selector") {
-            assert_eq!(&labels[key.as_str().expect("label key")], value, "{full}'s selector matches its pods");
-        }
-        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(container["image"].as_str(), Some(format!("switchboard/{full}").as_str()));
-        let mut set = BTreeSet::new();
-        for var in container["env"].as_sequence().expect("env") {
-            let var_name = str_of(&var["name"]);
-            if let Some(key) = var["valueFrom"]["configMapKeyRef"]["key"].as_str() {
-                assert!(!config_map["data"][key].is_null(), "{full} reads ConfigMap key {key}, which is missing");
-            }
-            if let Some(key) = var["valueFrom"]["secretKeyRef"]["key"].as_str() {
-                assert!(!secret["stringData"][key].is_null(), "{full} reads Secret key {key}, which is missing");
-            }
-            if var_name.ends_with("_ADDR") && var_name != "AUTH_ADDR" {
-                let port = port_of(var["value"].as_str().expect("listen addresses are literal"));
-                let declared = container["ports"]
-                    .as_sequence()
-                    .expect("ports")
-                    .iter()
-                    .any(|p| p["containerPort"].as_u64() == Some(u64::from(port)));
-                assert!(declared, "{full} declares containerPort {port} for {var_name}");
-            }
-            set.insert(var_name);
-        }
-        let unknown: Vec<_> = set.difference(&env.all).collect();
-        assert!(unknown.is_empty(), "{full} sets env vars it does not read: {unknown:?}");
-        let missing: Vec<_> = env.required.difference(&set).collect();
-        assert!(missing.is_empty(), "{full} leaves required settings unset: {missing:?}");
-        assert!(container["readinessProbe"].is_mapping(), "{full} has a readiness probe");
-        assert!(container["livenessProbe"].is_mapping(), "{full} has a liveness probe");
-        assert!(container["resources"]["requests"].is_mapping(), "{full} requests resources");
-
-        let service = find("Service", &full);
-        let port_names: BTreeSet<String> =
-            container["ports"].as_sequence().expect("ports").iter().map(|p| str_of(&p["name"])).collect();
-        for port in service["spec"]["ports"].as_sequence().expect("service ports") {
-            let target = str_of(&port["targetPort"]);
-            assert!(port_names.contains(&target), "Service {full} targets port {target}, which the pod does not name");
-        }
-        assert_eq!(&service["spec"]["selector"], &deployment["spec"]["selector"]["matchLabels"]);
-        find("PodDisruptionBudget", &full);
-    }
-    let edge = find("Deployment", "sb-edge");
-    let edge_env = &edge["spec"]["template"]["spec"]["containers"][0]["env"];
-    let edge_id = edge_env.as_sequence().expect("env").iter().find(|v| v["name"].as_str() == Some("EDGE_ID"));
-    assert_eq!(
-        edge_id.map(|v| &v["valueFrom"]["fieldRef"]["fieldPath"]).and_then(Value::as_str),
-        Some("metadata.name"),
-        "each edge pod has its own EDGE_ID"
-    );
 }
 
 #[test]

@@ -6,7 +6,9 @@ use sqlx::Connection as _;
 #[tokio::test]
 async fn nats_server_starts_with_jetstream_and_restarts_on_same_port() {
     let server = NatsServer::start().await.expect("start nats-server");
-    let bus = sb_events::bus::Bus::connect(server.url(), "sb", "harness-test").await.expect("connect");
+    let bus = sb_events::bus::Bus::connect(&sb_config::NatsArgs::for_url(server.url()), "harness-test")
+        .await
+        .expect("connect");
     bus.ensure_ingest_stream(1).await.expect("jetstream available");
     let url = server.url().to_owned();
     let server = server.restart().await.expect("restart");

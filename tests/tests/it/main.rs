@@ -1,8 +1,13 @@
 //! Cross-service tests, one binary (see `sb_tests` for the harness).
 
 mod auth;
+mod cli;
 mod deploy;
 mod edge;
 mod harness;
+mod loadgen;
 mod messaging;
 mod presence;
+mod readiness;
+mod reflection;
+mod secure;

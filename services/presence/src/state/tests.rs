@@ -35,7 +35,12 @@ impl EdgeScript {
         self.next(PresenceEventKind::EdgeUp)
     }
     fn open(&mut self, socket: &str, id: &str) -> PresenceEvent {
-        self.next(PresenceEventKind::SessionOpened { socket: socket.into(), user: user(id), connected_at_ms: 1 })
+        self.next(PresenceEventKind::SessionOpened {
+            socket: socket.into(),
+            user: user(id),
+            connected_at_ms: 1,
+            transport: None,
+        })
     }
     fn close(&mut self, socket: &str) -> PresenceEvent {
         self.next(PresenceEventKind::SessionClosed { socket: socket.into() })
@@ -156,6 +161,7 @@ fn snapshot_replaces_the_edge_with_only_real_differences() {
         user: user(id),
         connected_at_ms: 1,
         rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        transport: None,
     };
     let part0 = a.next(snapshot(0, false, vec![session("s1", "alice", &["q"])]));
     let part1 = a.next(snapshot(1, true, vec![session("s3", "carol", &[])]));
@@ -184,7 +190,13 @@ fn snapshot_revives_an_edge_declared_dead_and_syncs_one_seen_mid_history() {
         snapshot: "y".into(),
         part: 0,
         last: true,
-        sessions: vec![SessionState { socket: "s1".into(), user: user("alice"), connected_at_ms: 1, rooms: vec![] }],
+        sessions: vec![SessionState {
+            socket: "s1".into(),
+            user: user("alice"),
+            connected_at_ms: 1,
+            rooms: vec![],
+            transport: None,
+        }],
     });
     assert_eq!(run(&mut state, vec![revive]), ["online alice"]);
     let view = state.edge("a").expect("edge");
@@ -325,6 +337,7 @@ fn script(ops: &[Op]) -> (Vec<PresenceEvent>, Truth) {
                         user: user(u),
                         connected_at_ms: 1,
                         rooms: rooms.iter().cloned().collect(),
+                        transport: None,
                     })
                     .collect();
                 events.push(scripts[*edge].next(PresenceEventKind::Snapshot {
@@ -454,4 +467,43 @@ proptest! {
             prop_assert_eq!(members, expected);
         }
     }
+}
+
+#[test]
+fn sessions_keep_the_reported_transport_and_snapshots_update_it() {
+    let mut state = State::new(Scope::All);
+    let mut a = EdgeScript::new("a", "1");
+    let up = a.up();
+    let opened = a.next(PresenceEventKind::SessionOpened {
+        socket: "s1".into(),
+        user: user("alice"),
+        connected_at_ms: 1,
+        transport: Some(Transport::Polling),
+    });
+    run(&mut state, vec![up, opened, a.open("s2", "alice")]);
+    let transports = |state: &State| {
+        let (_, sessions) = state.user_sessions("alice").expect("online");
+        sessions.into_iter().map(|s| (s.socket, s.transport)).collect::<Vec<_>>()
+    };
+    assert_eq!(transports(&state), [("s1".to_owned(), Some(Transport::Polling)), ("s2".to_owned(), None)]);
+    let snapshot = a.next(PresenceEventKind::Snapshot {
+        snapshot: "x".into(),
+        part: 0,
+        last: true,
+        sessions: ["s1", "s2"]
+            .into_iter()
+            .map(|socket| SessionState {
+                socket: socket.into(),
+                user: user("alice"),
+                connected_at_ms: 1,
+                rooms: vec![],
+                transport: Some(Transport::Websocket),
+            })
+            .collect(),
+    });
+    assert!(run(&mut state, vec![snapshot]).is_empty(), "no transition for a transport change");
+    assert_eq!(
+        transports(&state),
+        [("s1".to_owned(), Some(Transport::Websocket)), ("s2".to_owned(), Some(Transport::Websocket))]
+    );
 }

@@ -76,7 +76,8 @@ async fn private_messages_to_an_offline_user_arrive_in_order_on_connect() {
 
 #[tokio::test]
 async fn no_ack_without_the_stream_acknowledgement() {
-    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| config.publish_timeout_ms = 1500);
+    let options = StackOptions::new(DbKind::Sqlite)
+        .edges_with(|config| config.publish_timeout = std::time::Duration::from_millis(1500));
     let mut stack = TestStack::start_with(options).await.expect("start stack");
     let alice = stack.user("alice").await.expect("alice");
     let a = TestClient::connect_ws(stack.url(), &alice.token).await.expect("connect");

@@ -268,3 +268,35 @@ async fn a_flooding_socket_is_rate_limited_and_others_carry_on() {
     assert!(refused >= 50, "{pongs} handled, {refused} refused");
     stack.stop().await.expect("stop stack");
 }
+
+#[tokio::test]
+async fn a_socket_joins_at_most_max_rooms_per_socket_rooms() {
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| config.max_rooms_per_socket = 3);
+    let stack = TestStack::start_with(options).await.expect("start stack");
+    let alice = stack.user("alice").await.expect("alice");
+    let bob = stack.user("bob").await.expect("bob");
+    let a = TestClient::connect_ws(stack.url(), &alice.token).await.expect("alice connects");
+    let b = TestClient::connect_ws(stack.url(), &bob.token).await.expect("bob connects");
+    b.ack("join_room", json!({"room": "r4"})).await.expect("bob joins r4");
+    for room in ["r1", "r2", "r3", "r1"] {
+        let ack = a.ack("join_room", json!({"room": room})).await.expect("join");
+        assert_eq!(ack["status"], "ok", "{room}: {ack}");
+    }
+    let message = "too many rooms: a socket may be in at most 3 rooms, leave_room first";
+    let ack = a.ack("join_room", json!({"room": "r4"})).await.expect("ack");
+    assert_error_ack(&ack, message);
+    let exception = a.event("exception").await.expect("exception");
+    assert_eq!(exception, json!({"status": "error", "message": message, "event": "join_room"}));
+    // The refused join changed nothing: alice is not in r4, bob heard of no join.
+    let refused = a.ack("send_message", json!({"room": "r4", "message": "hi"})).await.expect("ack");
+    assert_error_ack(&refused, "not a member of room r4: join_room first");
+    let _ = a.event("exception").await.expect("exception");
+    assert!(b.drain_events().await.iter().all(|(name, _)| name != "user_joined"), "bob saw no join");
+    // Leaving one makes room for another.
+    a.ack("leave_room", json!({"room": "r1"})).await.expect("leave");
+    let ack = a.ack("join_room", json!({"room": "r4"})).await.expect("join r4");
+    assert_eq!(ack["status"], "ok", "{ack}");
+    let (_, metrics) = sb_tests::http::http_get(stack.edges[0].addr, "/metrics").await.expect("metrics");
+    assert!(metrics.contains("sb_edge_refused_joins_total 1"), "{metrics}");
+    stack.stop().await.expect("stop stack");
+}

@@ -34,7 +34,8 @@ async fn kick_user_on_the_control_subject_disconnects_every_socket_of_the_user()
     let a2 = TestClient::connect_ws(&stack.edges[1].url, &alice.token).await.expect("alice on B");
     let b = TestClient::connect_ws(&stack.edges[1].url, &bob.token).await.expect("bob on B");
 
-    let bus = sb_events::bus::Bus::connect(stack.nats_url(), "sb", "kick-test").await.expect("bus");
+    let bus =
+        sb_events::bus::Bus::connect(&sb_config::NatsArgs::for_url(stack.nats_url()), "kick-test").await.expect("bus");
     let command = EdgeCommand::KickUser { user_id: alice.id.clone(), reason: "kicked by an admin".to_owned() };
     for edge in &stack.edges {
         let edge_id = sb_events::EdgeId::parse(edge.edge_id.clone()).expect("edge id");

@@ -29,8 +29,10 @@ async fn back_to_back_join_then_send_pairs_run_in_order() {
         client.emit("join_room", json!({"room": room})).await.expect("emit join");
         client.emit("send_message", json!({"room": room, "message": format!("m{i}")})).await.expect("emit send");
     }
-    // Events are handled in order, so this ack comes after all of the above.
-    client.ack("ping", json!({})).await.expect("barrier");
+    // Events are handled in order, so this ack comes after all of the above
+    // (4,000 events: on a loaded 2-core machine that can take more than the
+    // usual 10 s ack wait).
+    client.ack_within("ping", json!({}), Duration::from_secs(60)).await.expect("barrier");
     // Nothing was refused (a send handled before its join would be), and
     // every message reached its room (the sender is its only member).
     let mut seen = HashSet::new();

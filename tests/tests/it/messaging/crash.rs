@@ -35,7 +35,7 @@ async fn crash_mid_flow_loses_nothing(kind: DbKind) {
                     room_message("lobby", "alice", &format!("m{n}"))
                 };
                 env.publish(&message).await;
-                acked.push(message.id);
+                acked.push(message.id.to_string());
             }
             acked
         })

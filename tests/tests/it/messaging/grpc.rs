@@ -64,7 +64,12 @@ async fn every_rpc_needs_an_admin(kind: DbKind) {
     let mut client = env.client().await;
     let (_, user_token) = env.user("plain@example.com").await;
     let history = || history_request(pb::history_request::Scope::Room("lobby".into()), "", 10);
-    let notify = || pb::NotifyRequest { user_id: String::new(), title: String::new(), message: "hi".into() };
+    let notify = || pb::NotifyRequest {
+        user_id: String::new(),
+        title: String::new(),
+        message: "hi".into(),
+        room: String::new(),
+    };
     let announce = || pb::AnnounceRequest { message: "hi".into() };
 
     for (token, code) in [
@@ -182,6 +187,7 @@ async fn notify_reaches_one_user_or_everyone_and_is_not_stored(kind: DbKind) {
             user_id: bob.id.clone(),
             title: "Heads up".into(),
             message: "disk full".into(),
+            room: String::new(),
         }))
         .await
         .expect("notify bob")
@@ -199,6 +205,7 @@ async fn notify_reaches_one_user_or_everyone_and_is_not_stored(kind: DbKind) {
             user_id: String::new(),
             title: String::new(),
             message: "hello all".into(),
+            room: String::new(),
         }))
         .await
         .expect("notify everyone")
@@ -206,20 +213,86 @@ async fn notify_reaches_one_user_or_everyone_and_is_not_stored(kind: DbKind) {
     let received = to_all.wait_for(1).await;
     assert_eq!(received[0].json(), json!({"id": everyone.id, "message": "hello all", "timestamp": everyone.timestamp}));
 
+    let room = sb_events::RoomName::parse("ops").expect("room name");
+    let to_room = env.env.watch(&[env.env.edge.subjects.deliver_room(&room)]).await;
+    let in_room = client
+        .notify(env.auth.as_admin(pb::NotifyRequest {
+            user_id: String::new(),
+            title: "Ops".into(),
+            message: "deploy at 5".into(),
+            room: "ops".into(),
+        }))
+        .await
+        .expect("notify a room")
+        .into_inner();
+    let received = to_room.wait_for(1).await;
+    assert_eq!(received[0].delivery.event, "notification");
+    assert_eq!(
+        received[0].json(),
+        json!({"id": in_room.id, "title": "Ops", "message": "deploy at 5", "timestamp": in_room.timestamp})
+    );
+    assert_eq!(to_all.all().await.len(), 1, "a room notification is not sent to everyone");
+
     let unknown = client
         .notify(env.auth.as_admin(pb::NotifyRequest {
             user_id: "nobody".into(),
             title: String::new(),
             message: "x".into(),
+            room: String::new(),
         }))
         .await
         .expect_err("unknown user");
     assert_eq!(unknown.code(), Code::NotFound);
     for (request, field) in [
-        (pb::NotifyRequest { user_id: String::new(), title: String::new(), message: "  ".into() }, "message"),
-        (pb::NotifyRequest { user_id: String::new(), title: String::new(), message: "x".repeat(4097) }, "message"),
-        (pb::NotifyRequest { user_id: String::new(), title: "t".repeat(201), message: "x".into() }, "title"),
-        (pb::NotifyRequest { user_id: "a\nb".into(), title: String::new(), message: "x".into() }, "user_id"),
+        (
+            pb::NotifyRequest {
+                user_id: String::new(),
+                title: String::new(),
+                message: "  ".into(),
+                room: String::new(),
+            },
+            "message",
+        ),
+        (
+            pb::NotifyRequest {
+                user_id: String::new(),
+                title: String::new(),
+                message: "x".repeat(4097),
+                room: String::new(),
+            },
+            "message",
+        ),
+        (
+            pb::NotifyRequest {
+                user_id: String::new(),
+                title: "t".repeat(201),
+                message: "x".into(),
+                room: String::new(),
+            },
+            "title",
+        ),
+        (
+            pb::NotifyRequest {
+                user_id: "a\nb".into(),
+                title: String::new(),
+                message: "x".into(),
+                room: String::new(),
+            },
+            "user_id",
+        ),
+        (
+            pb::NotifyRequest { user_id: "bob".into(), title: String::new(), message: "x".into(), room: "ops".into() },
+            "room",
+        ),
+        (
+            pb::NotifyRequest {
+                user_id: String::new(),
+                title: String::new(),
+                message: "x".into(),
+                room: "a\nb".into(),
+            },
+            "room",
+        ),
     ] {
         let status = client.notify(env.auth.as_admin(request)).await.expect_err("bad notify refused");
         assert_eq!(status.code(), Code::InvalidArgument);

@@ -64,7 +64,7 @@ async fn history_pages_newest_first_with_before_and_limit(kind: DbKind) {
     store_all(&env, &messages).await;
     let mut expected = messages.clone();
     expected.sort_by(|a, b| (b.timestamp_ms, &b.id).cmp(&(a.timestamp_ms, &a.id)));
-    let expected_ids: Vec<String> = expected.iter().map(|m| m.id.clone()).collect();
+    let expected_ids: Vec<String> = expected.iter().map(|m| m.id.to_string()).collect();
 
     let mut pages = Vec::new();
     let mut before: Option<String> = None;

@@ -11,7 +11,6 @@ mod history;
 mod ingest;
 mod pending;
 mod replicas;
-mod throughput;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use sb_events::bus::Bus;
 use sb_events::client::PublicUser;
 use sb_events::deliver::Delivery;
 use sb_events::ingest::{MessageAccepted, MessageKind, Origin};
-use sb_events::{RoomName, UserId};
+use sb_events::{MessageBody, MessageId, MessageTarget, RoomName, Sender, UserId};
 use sb_messaging::Config;
 use sb_tests::messaging::{RunningMessaging, messaging_config, spawn_messaging};
 use sb_tests::{DbKind, NatsServer, TestDatabase, wait_until};
@@ -64,7 +63,9 @@ impl Env {
         sb_telemetry::init_for_tests();
         let nats = NatsServer::start().await.expect("start nats-server");
         let db = TestDatabase::create(kind).await.expect("create test database");
-        let mut edge = Bus::connect(nats.url(), "sb", "test-edge").await.expect("connect test edge to nats");
+        let mut edge = Bus::connect(&sb_config::NatsArgs::for_url(nats.url()), "test-edge")
+            .await
+            .expect("connect test edge to nats");
         edge.request_timeout = Duration::from_secs(10);
         edge.ensure_ingest_stream(1).await.expect("create the ingest stream as the edge does");
         Self { nats, db, edge }
@@ -102,12 +103,7 @@ impl Env {
 
 /// The ingest subject the edge uses for `message`.
 pub fn ingest_subject(bus: &Bus, message: &MessageAccepted) -> String {
-    match message.kind {
-        MessageKind::Room => bus.subjects.ingest_room(&room(message.room.as_deref().unwrap_or("invalid"))),
-        MessageKind::Private => bus.subjects.ingest_user(&user(message.to.as_deref().unwrap_or("invalid"))),
-        MessageKind::Broadcast => bus.subjects.ingest_broadcast(),
-        MessageKind::Announcement => bus.subjects.ingest_announcement(),
-    }
+    bus.subjects.ingest(&message.target)
 }
 
 pub fn room(name: &str) -> RoomName {
@@ -122,26 +118,31 @@ pub fn public_user(id: &str) -> PublicUser {
     PublicUser { id: id.to_owned(), email: format!("{id}@example.com") }
 }
 
-/// A message as the edge builds it, accepted now.
+/// A message as the edge builds it, accepted now (`Room` and `Private`
+/// get their room and recipient from [`room_message`] and [`private_message`]).
 pub fn accepted(kind: MessageKind, from: &str, text: &str) -> MessageAccepted {
+    let target = match kind {
+        MessageKind::Room => MessageTarget::Room(room("lobby")),
+        MessageKind::Private => MessageTarget::User(user(from)),
+        MessageKind::Broadcast => MessageTarget::Everyone,
+        MessageKind::Announcement => MessageTarget::Announcement,
+    };
     MessageAccepted {
-        id: uuid::Uuid::now_v7().to_string(),
-        kind,
-        from: public_user(from),
-        room: None,
-        to: None,
-        message: text.to_owned(),
+        id: MessageId::new_v7(),
+        target,
+        from: Sender { id: user(from), email: format!("{from}@example.com") },
+        message: MessageBody::parse("message", text, MessageBody::WIRE_MAX_BYTES).expect("a valid message text"),
         timestamp_ms: sb_events::timestamp::now_ms(),
         origin: Some(Origin { edge: "edge-test".to_owned(), socket: format!("socket-of-{from}") }),
     }
 }
 
 pub fn room_message(room_name: &str, from: &str, text: &str) -> MessageAccepted {
-    MessageAccepted { room: Some(room_name.to_owned()), ..accepted(MessageKind::Room, from, text) }
+    MessageAccepted { target: MessageTarget::Room(room(room_name)), ..accepted(MessageKind::Room, from, text) }
 }
 
 pub fn private_message(from: &str, to: &str, text: &str) -> MessageAccepted {
-    MessageAccepted { to: Some(to.to_owned()), ..accepted(MessageKind::Private, from, text) }
+    MessageAccepted { target: MessageTarget::User(user(to)), ..accepted(MessageKind::Private, from, text) }
 }
 
 /// Rows stored with `id` (0 or 1: the id is the primary key).
@@ -156,14 +157,18 @@ pub async fn stored_count(db: &sb_db::Db, id: &str) -> i64 {
 }
 
 /// Every stored row: id → delivered flag.
-pub async fn stored_rows(db: &sb_db::Db) -> HashMap<String, bool> {
+pub async fn stored_rows(db: &sb_db::Db) -> HashMap<sb_events::MessageId, bool> {
     use sqlx::Row as _;
     sqlx::query("SELECT id, CAST(delivered AS BIGINT) AS delivered FROM messages")
         .fetch_all(&db.pool)
         .await
         .expect("read stored messages")
         .iter()
-        .map(|row| (row.get::<String, _>("id"), row.get::<i64, _>("delivered") == 1))
+        .map(|row| {
+            let id =
+                sb_events::MessageId::parse("id", row.get::<String, _>("id")).expect("a stored id is a message id");
+            (id, row.get::<i64, _>("delivered") == 1)
+        })
         .collect()
 }
 

@@ -6,3 +6,4 @@ mod edges;
 mod grpc;
 mod reporter;
 mod service;
+mod takeover;

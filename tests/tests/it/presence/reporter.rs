@@ -97,7 +97,7 @@ async fn events_reported_while_nats_is_down_are_each_stored_once() {
 async fn snapshot_command_publishes_the_sessions_in_parts_and_heartbeats_count_them() {
     let nats = NatsServer::start().await.expect("nats");
     let edge = SimEdge::start(nats.url(), "edge-a", Duration::from_millis(100)).await.expect("edge");
-    let observer = Bus::connect(nats.url(), "sb", "observer").await.expect("observer");
+    let observer = Bus::connect(&sb_config::NatsArgs::for_url(nats.url()), "observer").await.expect("observer");
     let edge_id = edge.reporter.edge().clone();
     let mut heartbeats = observer.client.subscribe(observer.subjects.presence_heartbeat(&edge_id)).await.expect("sub");
 
@@ -153,7 +153,7 @@ async fn kick_user_command_reaches_the_session_source() {
     edge.connect("s1", &user("mallory"));
     edge.connect("s2", &user("mallory"));
     edge.connect("s3", &user("bob"));
-    let observer = Bus::connect(nats.url(), "sb", "observer").await.expect("observer");
+    let observer = Bus::connect(&sb_config::NatsArgs::for_url(nats.url()), "observer").await.expect("observer");
     let done: EdgeCommandDone = observer
         .request(
             observer.subjects.control_edges(),

@@ -21,7 +21,7 @@ async fn replica(nats: &NatsServer) -> PresenceReplica {
 }
 
 async fn observer(nats: &NatsServer) -> Bus {
-    Bus::connect(nats.url(), "sb", "test-observer").await.expect("observer bus")
+    Bus::connect(&sb_config::NatsArgs::for_url(nats.url()), "test-observer").await.expect("observer bus")
 }
 
 /// What a replica believes: online users and the members of `rooms`.

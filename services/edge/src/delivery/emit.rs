@@ -1,0 +1,81 @@
+//! Emitting a delivery to this edge's sockets: `io.to(..).emit(..)` encodes
+//! the frame once for every local socket of the target, and what did not
+//! arrive is counted.
+
+use sb_events::deliver::Delivery;
+use socketioxide::SocketIo;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Sid;
+
+use super::{CLAIMING_ROOM, Inner, Target, room_key, user_key};
+use crate::metrics::Metrics;
+
+/// Every socket of the default namespace, or `None` once the server closed
+/// (after `io.close()` the namespace is gone and `io.to(..)` would panic).
+pub(crate) fn root(io: &SocketIo) -> Option<BroadcastOperators> {
+    io.of("/")
+}
+
+/// The local socket `sid`, if it is still connected.
+pub(crate) fn local_socket(io: &SocketIo, sid: Sid) -> Option<socketioxide::extract::SocketRef> {
+    root(io)?.get_socket(sid)
+}
+
+/// Emits `delivery` once to the local sockets of `target`.
+pub(super) async fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
+    let Some(all) = root(&inner.io) else {
+        return;
+    };
+    let except_socket =
+        delivery.except_socket.as_deref().and_then(|sid| sid.parse::<Sid>().ok()).and_then(|sid| all.get_socket(sid));
+    let mut operators: BroadcastOperators = match (target, except_socket) {
+        (Target::Room(room), Some(socket)) => socket.to(room_key(room)),
+        (Target::Room(room), None) => all.to(room_key(room)),
+        (Target::User(user), Some(socket)) => socket.to(user_key(user)).except(CLAIMING_ROOM),
+        (Target::User(user), None) => all.to(user_key(user)).except(CLAIMING_ROOM),
+        (Target::All | Target::PresenceBatch, Some(socket)) => socket.broadcast(),
+        (Target::All | Target::PresenceBatch, None) => all,
+    };
+    if let Some(user) = delivery.except_user.as_deref() {
+        operators = operators.except(user_key_text(user));
+    }
+    if let Err(error) = operators.emit(&delivery.event, &delivery.data).await {
+        count_broadcast_error(&inner.metrics, &error);
+    }
+}
+
+/// Counts the sockets a broadcast did not reach.
+pub fn count_broadcast_error(metrics: &Metrics, error: &socketioxide::BroadcastError) {
+    use socketioxide::{BroadcastError, SocketError};
+    match error {
+        BroadcastError::Socket(errors) => {
+            for error in errors {
+                match error {
+                    SocketError::InternalChannelFull => metrics.dropped("buffer_full"),
+                    SocketError::Closed => metrics.dropped("closed"),
+                }
+            }
+        }
+        BroadcastError::Serialize(error) => {
+            tracing::error!(%error, "encode a delivery");
+            metrics.dropped("encode");
+        }
+        BroadcastError::Adapter(error) => {
+            tracing::error!(%error, "local adapter refused a broadcast");
+            metrics.dropped("adapter");
+        }
+    }
+}
+
+fn user_key_text(user: &str) -> String {
+    format!("user:{user}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_excepted_user_room_is_the_user_key() {
+        let user = sb_events::UserId::parse("u1").unwrap();
+        assert_eq!(super::user_key_text(user.as_str()), super::user_key(&user));
+    }
+}
