@@ -10,7 +10,7 @@ use sb_authn::{AuthClient, AuthnError, VerifyCacheSettings};
 use sb_events::EdgeId;
 use sb_events::bus::{Bus, BusError};
 use sb_presence_client::{PresenceQueries, Reporter, ReporterConfig, ReporterError};
-use sb_service::Service;
+use sb_service::{Check, Service};
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler as _;
 use tokio::net::TcpListener;
@@ -26,9 +26,9 @@ use crate::ingest::{Ingest, IngestSettings};
 use crate::metrics::Metrics;
 use crate::payload::Limits;
 use crate::presence::{EdgeSessions, Presence};
-use crate::session::Registry;
+use crate::session::{Registry, SessionLimits};
 use crate::socket::SocketArc;
-use crate::transport::{ClosableListener, Connection};
+use crate::transport::{ClosableListener, Connection, Transports};
 
 /// How often `/readyz` re-checks NATS and auth.
 const READINESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -132,8 +132,21 @@ impl App {
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut prometheus);
-        let registry = Registry::new();
+        let max_sockets = config.resolved_max_sockets();
+        let registry = Registry::with_limits(SessionLimits {
+            sockets: max_sockets,
+            per_user: config.max_sockets_per_user as usize,
+        });
+        let transports = Arc::new(Transports::default());
         let service = Service::new("edge");
+        let capacity_registry = registry.clone();
+        service.health().add_probe("capacity", move || {
+            if capacity_registry.is_full() {
+                Check::failing(format!("full: {max_sockets} sockets (MAX_SOCKETS)"))
+            } else {
+                Check::Ok
+            }
+        });
         let tracker = service.tracker().clone();
         let background = CancellationToken::new();
         let deliveries = Deliveries::new(
@@ -154,6 +167,7 @@ impl App {
             metrics: metrics.clone(),
             tracker: tracker.clone(),
             stop: service.stop_token(),
+            transports,
         });
         let sessions = Arc::new(EdgeSessions {
             registry: registry.clone(),

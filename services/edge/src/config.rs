@@ -51,9 +51,10 @@ pub struct Config {
     /// Largest long-polling request body accepted, in bytes.
     #[arg(long, env = "POLLING_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub polling_max_payload: u64,
-    /// Packets buffered per socket for a client that reads slowly; once full,
-    /// further events to that socket are dropped and counted in
-    /// `sb_edge_dropped_emits_total{reason="buffer_full"}`.
+    /// Packets buffered per socket for a client that reads slowly; an event
+    /// that does not fit closes the socket's transport (the client reconnects
+    /// and catches up with `get_history`), counted in
+    /// `sb_edge_slow_disconnects_total`.
     #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 1024)]
     pub socket_buffer_packets: usize,
     /// Longest `message` accepted in `send_message` / `admin_broadcast`, in UTF-8 bytes.
@@ -107,6 +108,17 @@ pub struct Config {
     /// refused (`too many rooms: …`) and changes nothing.
     #[arg(long, env = "MAX_ROOMS_PER_SOCKET", default_value_t = 10_000, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_rooms_per_socket: u16,
+    /// Most sockets one user may have open on this edge; a connect past it
+    /// gets `connect_error` "too many connections: …". The default is high
+    /// because the seed's clients open 500 sockets of one user at once (a
+    /// contract case); a product without many tabs per user can set ~20.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sockets_per_user: u32,
+    /// Most sockets this edge holds; at it, new handshakes get `503` and
+    /// `/readyz` reports `capacity: full`, so a balancer sends new clients
+    /// elsewhere. `0`: nine tenths of the open-file limit (`ulimit -n`).
+    #[arg(long, env = "MAX_SOCKETS", default_value_t = 0)]
+    pub max_sockets: u32,
     /// A TCP connection on which no whole HTTP request arrived this long
     /// after it was accepted is closed, and so is an Engine.IO session whose
     /// Socket.IO CONNECT did not arrive within it (`0s`: TCP connections
@@ -164,6 +176,8 @@ impl Config {
             advertise_url: None,
             handshake_timeout: Duration::from_secs(10),
             max_rooms_per_socket: 10_000,
+            max_sockets_per_user: 1000,
+            max_sockets: 0,
             stream_replicas: 1,
             presence_frames_per_sec: 200_000,
             nats: sb_config::NatsArgs::for_url(nats_url),
@@ -180,7 +194,18 @@ impl Config {
         addr
     }
 
-    /// `EDGE_ID`, else the hostname, else `edge-<random>`.
+    /// `MAX_SOCKETS`, or nine tenths of the open-file limit when it is 0
+    /// (every socket holds at least one file descriptor).
+    pub fn resolved_max_sockets(&self) -> usize {
+        if self.max_sockets > 0 {
+            return self.max_sockets as usize;
+        }
+        let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024);
+        usize::try_from(files / 10 * 9).unwrap_or(usize::MAX).max(1)
+    }
+
     /// Refuses settings that cannot work together: a stop must leave time
     /// for the drain (`SHUTDOWN_TIMEOUT` > `DRAIN_DURATION`).
     pub fn validate(&self) -> Result<(), String> {
@@ -208,6 +233,7 @@ impl Config {
         format!("http://{bound}")
     }
 
+    /// `EDGE_ID`, else the hostname, else `edge-<random>`.
     pub fn resolved_edge_id(&self) -> String {
         if let Some(id) = self.edge_id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
             return id.to_owned();

@@ -111,8 +111,8 @@ async fn authenticate_inner(
     })?;
     let user_id = UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown))?;
     let bucket = TokenBucket::new(ctx.rate_per_sec, f64::from(ctx.rate_burst), std::time::Instant::now());
-    let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry));
-    ctx.registry.insert(&session).map_err(ConnectRefusal::Access)?;
+    let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry, &ctx.drain.transports));
+    ctx.registry.insert(&session)?;
 
     let socket_ref = socketioxide::extract::SocketRef::from(socket.clone());
     let user_lease = ctx.deliveries.acquire_user(&session.user_id, &socket_ref);

@@ -38,6 +38,8 @@ use crate::transport::{Closed, EngineQuery, Transports};
 pub const DRAINING_CHECK: &str = "draining";
 /// What a refused handshake says.
 pub const DRAINING_MESSAGE: &str = "this edge is draining: connect to another edge";
+/// The body's `message` of a handshake refused because the edge is full.
+pub const FULL_MESSAGE: &str = "this edge is full (MAX_SOCKETS): connect to another edge";
 /// The longest quiet start of a drain (see the module docs).
 const READINESS_GRACE_MAX: Duration = Duration::from_secs(1);
 /// How long the end of a drain waits for the last sockets' close steps.
@@ -55,7 +57,7 @@ pub(crate) struct Drain {
     started: Mutex<Option<DrainStarted>>,
     finished: CancellationToken,
     /// Finds and closes the sockets' transports.
-    pub(crate) transports: Transports,
+    pub(crate) transports: Arc<Transports>,
 }
 
 /// What a drain needs from the edge.
@@ -68,11 +70,12 @@ pub(crate) struct DrainParts {
     pub(crate) tracker: TaskTracker,
     /// Ends a drain early (the service stops).
     pub(crate) stop: CancellationToken,
+    pub(crate) transports: Arc<Transports>,
 }
 
 impl Drain {
     pub(crate) fn new(parts: DrainParts) -> Arc<Self> {
-        let DrainParts { default_over, health, registry, io, metrics, tracker, stop } = parts;
+        let DrainParts { default_over, health, registry, io, metrics, tracker, stop, transports } = parts;
         Arc::new(Self {
             default_over,
             health,
@@ -83,7 +86,7 @@ impl Drain {
             stop,
             started: Mutex::new(None),
             finished: CancellationToken::new(),
-            transports: Transports::default(),
+            transports,
         })
     }
 
@@ -185,8 +188,9 @@ fn shuffle<T>(items: &mut [T]) {
 }
 
 /// The middleware in front of Socket.IO: notes WebSocket upgrades for
-/// [`Transports`]; while draining, refuses new handshakes (`503`) and ends
-/// the HTTP connection of refused Engine.IO requests.
+/// [`Transports`]; while draining, or while the edge holds `MAX_SOCKETS`
+/// sockets, refuses new handshakes (`503`, `Retry-After: 1`, the connection
+/// closed) and ends the HTTP connection of refused Engine.IO requests.
 pub(crate) async fn gate(State(drain): State<Weak<Drain>>, request: Request, next: Next) -> Response {
     if let Some(ConnectInfo(connection)) = request.extensions().get::<ConnectInfo<crate::transport::Connection>>() {
         connection.switch.note_request();
@@ -196,12 +200,14 @@ pub(crate) async fn gate(State(drain): State<Weak<Drain>>, request: Request, nex
     if engine {
         drain.transports.note_request(&request);
     }
-    if !drain.is_draining() {
+    let draining = drain.is_draining();
+    if !engine || (!draining && !drain.registry.is_full()) {
         return next.run(request).await;
     }
-    if engine && EngineQuery::of(request.uri()).and_then(|query| query.sid).is_none() {
-        drain.metrics.connect_rejects.get_or_create(&crate::metrics::ReasonLabel { reason: "draining" }).inc();
-        let body = axum::Json(serde_json::json!({ "status": "error", "message": DRAINING_MESSAGE }));
+    if EngineQuery::of(request.uri()).and_then(|query| query.sid).is_none() {
+        let (reason, message) = if draining { ("draining", DRAINING_MESSAGE) } else { ("edge full", FULL_MESSAGE) };
+        drain.metrics.connect_rejects.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
+        let body = axum::Json(serde_json::json!({ "status": "error", "message": message }));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [
@@ -211,6 +217,9 @@ pub(crate) async fn gate(State(drain): State<Weak<Drain>>, request: Request, nex
             body,
         )
             .into_response();
+    }
+    if !draining {
+        return next.run(request).await;
     }
     let mut response = next.run(request).await;
     // A refused request (e.g. the poll of a session the drain closed) ends

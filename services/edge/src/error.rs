@@ -170,6 +170,15 @@ pub enum ConnectRefusal {
     /// The edge could not set up the socket's deliveries.
     #[error("service unavailable, try again")]
     Unavailable,
+    /// The user has `MAX_SOCKETS_PER_USER` sockets on this edge already.
+    #[error("too many connections: a user may have at most {limit} sockets open on one server; close one first")]
+    TooManySockets {
+        /// `MAX_SOCKETS_PER_USER`.
+        limit: usize,
+    },
+    /// The edge holds `MAX_SOCKETS` sockets.
+    #[error("server full, try again")]
+    EdgeFull,
 }
 
 fn token_text(failure: &AuthFailure) -> &'static str {
@@ -194,6 +203,8 @@ impl ConnectRefusal {
             Self::Access(refused) => access_text(*refused),
             Self::AuthUnavailable => "auth unavailable",
             Self::Unavailable => "service unavailable",
+            Self::TooManySockets { .. } => "too many sockets",
+            Self::EdgeFull => "edge full",
         }
     }
 }

@@ -113,7 +113,7 @@ pub(crate) async fn handle(
     match result {
         Ok(reply) => {
             ctx.metrics.event(name, "ok");
-            ack(ack_handle, &ctx.metrics, &reply);
+            ack(&socket_ref, ack_handle, &ctx.metrics, &reply);
         }
         Err(error) => {
             ctx.metrics.event(name, error.outcome());

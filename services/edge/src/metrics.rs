@@ -55,7 +55,8 @@ pub struct Metrics {
     pub events: Family<EventLabels, Counter>,
     /// Deliveries received from NATS and emitted to local sockets, by scope.
     pub deliveries: Family<ScopeLabel, Counter>,
-    /// Emits that did not reach a socket, by reason (`buffer_full`, `closed`, `encode`).
+    /// Emits that did not reach a socket, by reason (`buffer_full`: the socket is
+    /// being closed for it, `closed`, `encode`).
     pub dropped_emits: Family<ReasonLabel, Counter>,
     /// Delivery subjects this edge is subscribed to now.
     pub delivery_subscriptions: Gauge,
@@ -71,6 +72,9 @@ pub struct Metrics {
     pub drain_closes: Family<TransportLabel, Counter>,
     /// `join_room`s refused because the socket was in `MAX_ROOMS_PER_SOCKET` rooms.
     pub refused_joins: Counter,
+    /// Sockets whose transport was closed because their outgoing buffer
+    /// overflowed (the client read too slowly), by transport.
+    pub slow_disconnects: Family<TransportLabel, Counter>,
 }
 
 impl Metrics {
@@ -90,6 +94,7 @@ impl Metrics {
             draining: Gauge::default(),
             drain_closes: Family::default(),
             refused_joins: Counter::default(),
+            slow_disconnects: Family::default(),
         };
         let edge = registry.sub_registry_with_prefix("sb_edge");
         edge.register("connects", "Accepted Socket.IO connections", metrics.connects.clone());
@@ -125,6 +130,11 @@ impl Metrics {
         );
         edge.register("draining", "1 while the edge drains", metrics.draining.clone());
         edge.register("drain_closes", "Transports closed by a drain, by transport", metrics.drain_closes.clone());
+        edge.register(
+            "slow_disconnects",
+            "Sockets closed because their outgoing buffer overflowed (slow reader), by transport",
+            metrics.slow_disconnects.clone(),
+        );
         Arc::new(metrics)
     }
 

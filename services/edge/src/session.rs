@@ -21,8 +21,9 @@ use socketioxide::socket::Sid;
 
 use crate::bucket::TokenBucket;
 use crate::delivery::{Lease, UserLease};
-use crate::error::RefusedAccess;
+use crate::error::{ConnectRefusal, RefusedAccess};
 use crate::payload::EventFrame;
+use crate::transport::Transports;
 
 /// How long an access change is remembered for sockets whose verification
 /// was in flight when it arrived.
@@ -88,6 +89,8 @@ pub struct Session {
     /// The socket, weakly (the socket owns the session, not the reverse).
     pub(crate) socket: Weak<socketioxide::socket::Socket>,
     registry: Weak<Registry>,
+    /// Closes the socket's transport when its outgoing buffer overflows.
+    pub(crate) transports: Weak<Transports>,
     pub(crate) state: Mutex<SessionState>,
 }
 
@@ -106,6 +109,7 @@ impl Session {
         token: String,
         bucket: TokenBucket,
         registry: &Arc<Registry>,
+        transports: &Arc<Transports>,
     ) -> Self {
         let public = PublicUser { id: user.id.clone(), email: user.email.clone() };
         Self {
@@ -117,6 +121,7 @@ impl Session {
             token,
             socket: Arc::downgrade(socket),
             registry: Arc::downgrade(registry),
+            transports: Arc::downgrade(transports),
             state: Mutex::new(SessionState {
                 rooms: BTreeMap::new(),
                 user_lease: None,
@@ -185,30 +190,77 @@ struct RegistryState {
     sessions: usize,
 }
 
+/// How many sessions an edge holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Sessions in all (`MAX_SOCKETS`).
+    pub sockets: usize,
+    /// Sessions of one user (`MAX_SOCKETS_PER_USER`).
+    pub per_user: usize,
+}
+
+impl SessionLimits {
+    /// No limits.
+    pub const NONE: Self = Self { sockets: usize::MAX, per_user: usize::MAX };
+}
+
 /// Every live session of this edge, by user.
-#[derive(Default)]
 pub struct Registry {
     state: Mutex<RegistryState>,
+    limits: SessionLimits,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self { state: Mutex::default(), limits: SessionLimits::NONE }
+    }
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry without limits.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
+    /// An empty registry that refuses sessions past `limits`.
+    pub fn with_limits(limits: SessionLimits) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::default(), limits })
+    }
+
+    /// The limits it enforces.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
     /// Adds `session`, unless an access change that invalidates its token
-    /// arrived while its verification was in flight.
-    pub fn insert(&self, session: &Arc<Session>) -> Result<(), RefusedAccess> {
+    /// arrived while its verification was in flight, or the edge or the
+    /// user is at its limit.
+    pub fn insert(&self, session: &Arc<Session>) -> Result<(), ConnectRefusal> {
         let mut state = self.state.lock();
         if let Some(refusal) =
             state.revocations.get(&session.user.id).and_then(|r| refusal(r, session.user.token_version))
         {
-            return Err(refusal);
+            return Err(ConnectRefusal::Access(refusal));
         }
-        state.by_user.entry(session.user.id.clone()).or_default().insert(session.sid, Arc::downgrade(session));
+        if state.sessions >= self.limits.sockets {
+            return Err(ConnectRefusal::EdgeFull);
+        }
+        let sockets = state.by_user.entry(session.user.id.clone()).or_default();
+        if sockets.len() >= self.limits.per_user {
+            let limit = self.limits.per_user;
+            if sockets.is_empty() {
+                state.by_user.remove(&session.user.id);
+            }
+            return Err(ConnectRefusal::TooManySockets { limit });
+        }
+        sockets.insert(session.sid, Arc::downgrade(session));
         state.sessions += 1;
         Ok(())
+    }
+
+    /// Whether the edge holds as many sessions as it may.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.limits.sockets
     }
 
     fn remove(&self, user_id: &str, sid: Sid) {

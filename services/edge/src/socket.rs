@@ -12,6 +12,7 @@ use socketioxide::{SendError, SocketError};
 
 use crate::error::ClientError;
 use crate::metrics::Metrics;
+use crate::session::Session;
 
 /// The socket itself (not a [`SocketRef`]), for code that must keep a weak
 /// reference or build an [`AckSender`] later.
@@ -40,10 +41,12 @@ pub(crate) fn ack_sender(socket: &Arc<Socket>, ack_id: Option<i64>) -> AckSender
     }
 }
 
-/// Counts a failed emit or ack.
-pub(crate) fn count_send_error(metrics: &Metrics, error: &SendError) {
+/// Counts a failed emit or ack; a full buffer closes the socket's transport
+/// (see [`crate::transport::Transports::close_overflowed`]): a socket that
+/// stays connected never silently misses an event.
+pub(crate) fn send_failed(socket: &SocketRef, metrics: &Metrics, error: &SendError) {
     match error {
-        SendError::Socket(SocketError::InternalChannelFull) => metrics.dropped("buffer_full"),
+        SendError::Socket(SocketError::InternalChannelFull) => overflowed(socket, metrics),
         SendError::Socket(SocketError::Closed) => metrics.dropped("closed"),
         SendError::Serialize(error) => {
             tracing::error!(%error, "encode an event");
@@ -52,18 +55,33 @@ pub(crate) fn count_send_error(metrics: &Metrics, error: &SendError) {
     }
 }
 
-/// Emits `name` with `data` to one socket; a full buffer or a closed socket
-/// drops it and counts it.
-pub(crate) fn emit_to<T: Serialize + ?Sized>(socket: &SocketRef, metrics: &Metrics, name: &str, data: &T) {
-    if let Err(error) = socket.emit(name, data) {
-        count_send_error(metrics, &error);
+/// The socket's outgoing buffer is full: counts the lost emit and closes the
+/// socket's transport (once).
+pub(crate) fn overflowed(socket: &SocketRef, metrics: &Metrics) {
+    metrics.dropped("buffer_full");
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else {
+        // Not yet (or no longer) a session: the connect step failed or the
+        // socket is closing anyway.
+        return;
+    };
+    if let Some(transports) = session.transports.upgrade() {
+        transports.close_overflowed(socket, &session.user.id, metrics);
     }
 }
 
-/// Acks with `data` (nothing happens if the client asked for no ack).
-pub(crate) fn ack<T: Serialize + ?Sized>(ack: AckSender, metrics: &Metrics, data: &T) {
+/// Emits `name` with `data` to one socket; a closed socket drops it and
+/// counts it, a full buffer closes the socket (see [`send_failed`]).
+pub(crate) fn emit_to<T: Serialize + ?Sized>(socket: &SocketRef, metrics: &Metrics, name: &str, data: &T) {
+    if let Err(error) = socket.emit(name, data) {
+        send_failed(socket, metrics, &error);
+    }
+}
+
+/// Acks `socket`'s event with `data` (nothing happens if the client asked
+/// for no ack).
+pub(crate) fn ack<T: Serialize + ?Sized>(socket: &SocketRef, ack: AckSender, metrics: &Metrics, data: &T) {
     if let Err(error) = ack.send(data) {
-        count_send_error(metrics, &error);
+        send_failed(socket, metrics, &error);
     }
 }
 
@@ -80,5 +98,5 @@ pub(crate) fn reply_error(
     let message = error.to_string();
     let exception = Exception::new(message.clone(), Some(event));
     emit_to(socket, metrics, event::EXCEPTION, &exception);
-    ack(ack_sender, metrics, &Exception::new(message, None));
+    ack(socket, ack_sender, metrics, &Exception::new(message, None));
 }

@@ -20,7 +20,7 @@
 //!   pending poll, and the client's next poll finds the session gone and
 //!   reconnects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,10 +33,13 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
+use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
+
+use crate::metrics::{Metrics, TransportLabel};
 
 /// Ends one TCP connection from outside the tasks that read and write it.
 #[derive(Debug, Default)]
@@ -239,6 +242,8 @@ pub struct Transports {
     upgraded: Mutex<HashMap<Sid, Arc<CloseSwitch>>>,
     /// The edge's whole HTTP service (set once built), for the polling close.
     service: OnceLock<axum::Router>,
+    /// Sockets being closed because their outgoing buffer overflowed.
+    overflowed: Mutex<HashSet<Sid>>,
 }
 
 impl Transports {
@@ -264,6 +269,38 @@ impl Transports {
     /// Forgets what is known of `sid` (its socket closed).
     pub fn forget(&self, sid: Sid) {
         self.upgraded.lock().remove(&sid);
+        self.overflowed.lock().remove(&sid);
+    }
+
+    /// Closes the transport of `socket`, whose outgoing buffer is full: its
+    /// client reads slower than it is written to, and an emit that does not
+    /// fit would be lost while the socket stays connected. Closing the
+    /// transport (not a DISCONNECT) makes the official client reconnect,
+    /// after its own randomized delay, and catch up with `get_history`.
+    /// Only the first overflow of a socket closes it; later ones (while it
+    /// closes) only count as dropped.
+    pub fn close_overflowed(self: &Arc<Self>, socket: &SocketRef, user: &str, metrics: &Metrics) {
+        if !self.overflowed.lock().insert(socket.id) {
+            return;
+        }
+        let transport = match socket.transport_type() {
+            socketioxide::TransportType::Websocket => "websocket",
+            socketioxide::TransportType::Polling => "polling",
+        };
+        metrics.slow_disconnects.get_or_create(&TransportLabel { transport }).inc();
+        tracing::warn!(
+            user,
+            sid = %socket.id,
+            transport,
+            "a socket's outgoing buffer is full (its client reads too slowly): closing its transport; the client reconnects and catches up with get_history"
+        );
+        let transports = self.clone();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            if transports.close(&socket).await == Closed::Nothing {
+                let _ = socket.disconnect();
+            }
+        });
     }
 
     /// Closes the transport of `socket` (see the module docs); returns at

@@ -1,6 +1,8 @@
-//! Emitting a delivery to this edge's sockets: `io.to(..).emit(..)` encodes
-//! the frame once for every local socket of the target, and what did not
-//! arrive is counted.
+//! Emitting a delivery to this edge's sockets, one socket at a time, so that
+//! a socket whose outgoing buffer is full is known by name: its transport is
+//! closed ([`crate::socket::overflowed`]) instead of it silently missing the
+//! event while it stays connected. The payload is a `RawValue`, so each
+//! socket's frame is a copy of the producer's bytes, not a new serialization.
 
 use sb_events::deliver::Delivery;
 use socketioxide::SocketIo;
@@ -8,7 +10,6 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
 use super::{CLAIMING_ROOM, Inner, Target, room_key, user_key};
-use crate::metrics::Metrics;
 
 /// Every socket of the default namespace, or `None` once the server closed
 /// (after `io.close()` the namespace is gone and `io.to(..)` would panic).
@@ -22,7 +23,7 @@ pub(crate) fn local_socket(io: &SocketIo, sid: Sid) -> Option<socketioxide::extr
 }
 
 /// Emits `delivery` once to the local sockets of `target`.
-pub(super) async fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
+pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
     let Some(all) = root(&inner.io) else {
         return;
     };
@@ -39,30 +40,9 @@ pub(super) async fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
     if let Some(user) = delivery.except_user.as_deref() {
         operators = operators.except(user_key_text(user));
     }
-    if let Err(error) = operators.emit(&delivery.event, &delivery.data).await {
-        count_broadcast_error(&inner.metrics, &error);
-    }
-}
-
-/// Counts the sockets a broadcast did not reach.
-pub fn count_broadcast_error(metrics: &Metrics, error: &socketioxide::BroadcastError) {
-    use socketioxide::{BroadcastError, SocketError};
-    match error {
-        BroadcastError::Socket(errors) => {
-            for error in errors {
-                match error {
-                    SocketError::InternalChannelFull => metrics.dropped("buffer_full"),
-                    SocketError::Closed => metrics.dropped("closed"),
-                }
-            }
-        }
-        BroadcastError::Serialize(error) => {
-            tracing::error!(%error, "encode a delivery");
-            metrics.dropped("encode");
-        }
-        BroadcastError::Adapter(error) => {
-            tracing::error!(%error, "local adapter refused a broadcast");
-            metrics.dropped("adapter");
+    for socket in operators.sockets() {
+        if let Err(error) = socket.emit(&delivery.event, &delivery.data) {
+            crate::socket::send_failed(&socket, &inner.metrics, &error);
         }
     }
 }

@@ -19,10 +19,11 @@
 //! - `deliver.all` is subscribed for the edge's whole life; `deliver.presence`
 //!   carries batches of presence changes for every socket and has its own
 //!   loop, bounded by a frame budget ([`presence_batch`]).
-//! - A [`Delivery`] is decoded once and emitted once per target with
-//!   `io.to(..).emit(..)`, which encodes the frame once for every local
-//!   socket of the room. The payload stays a `RawValue`: the bytes the
-//!   producer serialized are what clients get.
+//! - A [`Delivery`] is decoded once and emitted to each local socket of the
+//!   target in turn ([`emit`]); a socket whose outgoing buffer is full has
+//!   its transport closed rather than miss the event while connected. The
+//!   payload stays a `RawValue`: the bytes the producer serialized are what
+//!   clients get.
 //! - Local Socket.IO rooms: `room:<name>` for joined rooms, `user:<id>` for
 //!   every socket of a user. A room name is never a NATS subject (subjects
 //!   come from [`sb_events::Subjects`]).
@@ -38,7 +39,6 @@ mod lease;
 mod presence_batch;
 mod users;
 
-pub use emit::count_broadcast_error;
 pub(crate) use emit::local_socket;
 use lease::Entry;
 pub use lease::{Lease, UserLease};
@@ -299,7 +299,7 @@ async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Messa
             }
         };
         inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: entry.target.scope() }).inc();
-        emit::emit(inner, &entry.target, &delivery).await;
+        emit::emit(inner, &entry.target, &delivery);
     }
     .instrument(span)
     .await

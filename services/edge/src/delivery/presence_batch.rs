@@ -47,6 +47,6 @@ async fn emit_batch(inner: &Inner, message: &async_nats::Message) {
             continue;
         }
         inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "presence" }).inc();
-        emit::emit(inner, &Target::All, delivery).await;
+        emit::emit(inner, &Target::All, delivery);
     }
 }

@@ -110,5 +110,5 @@ async fn emit_user_delivery(inner: &Inner, message: &async_nats::Message) {
 async fn deliver(inner: &Inner, user: UserId, delivery: &Delivery) {
     inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "user" }).inc();
     claim::buffer_for_claimers(inner, &user, delivery);
-    emit::emit(inner, &Target::User(user), delivery).await;
+    emit::emit(inner, &Target::User(user), delivery);
 }

@@ -3,10 +3,12 @@
 
 mod admin;
 mod auth;
+mod caps;
 mod delivery;
 mod events;
 mod handshake;
 mod http;
 mod lifecycle;
 mod ordering;
+mod slow;
 mod without_auth;
