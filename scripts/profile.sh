@@ -40,7 +40,7 @@ env GRPC_ADDR=127.0.0.1:24052 METRICS_ADDR=127.0.0.1:24102 PRESENCE_SCOPE="${SCO
   $(grind presence) "$BIN/sb-presence" >"$work/presence.log" 2>&1 & presence_pid=$!; pids+=($presence_pid)
 env GRPC_ADDR=127.0.0.1:24053 METRICS_ADDR=127.0.0.1:24103 DATABASE_URL="sqlite:$work/messaging.db" \
   $(grind messaging) "$BIN/sb-messaging" >"$work/messaging.log" 2>&1 & messaging_pid=$!; pids+=($messaging_pid)
-env LISTEN_ADDR=127.0.0.1:$EDGE_PORT EDGE_ID=bench-edge RATE_LIMIT_PER_SEC=0 \
+env LISTEN_ADDR=127.0.0.1:$EDGE_PORT EDGE_ID=bench-edge RATE_LIMIT_PER_SEC=0 CONNECT_RATE_PER_ADDRESS=0 \
   $(grind edge) "$BIN/sb-edge" >"$work/edge.log" 2>&1 & edge_pid=$!; pids+=($edge_pid)
 for _ in $(seq 1 900); do curl -fsS "http://127.0.0.1:$EDGE_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 ctl() { XDG_CONFIG_HOME="$work/config" "$BIN/switchboardctl" --context profile "$@"; }

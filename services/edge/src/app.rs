@@ -16,11 +16,12 @@ use socketioxide::handler::ConnectHandler as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::AddressLimiter;
 use crate::config::{Config, DRAIN_STOP_MARGIN};
 use crate::connect;
 use crate::ctx::{EdgeCtx, KnownUsers};
 use crate::delivery::{Deliveries, DeliveryError};
-use crate::drain::{Drain, DrainParts};
+use crate::drain::{Drain, DrainParts, Gate};
 use crate::http::{InvalidCorsOrigin, cors_layer, probe_readiness};
 use crate::ingest::{Ingest, IngestSettings};
 use crate::metrics::Metrics;
@@ -97,6 +98,17 @@ impl App {
     /// before auth does (connects are refused until auth answers).
     pub async fn build(config: Config) -> Result<App, EdgeError> {
         config.validate().map_err(EdgeError::Config)?;
+        let client_address_header = config
+            .client_address_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                http::HeaderName::try_from(name).map_err(|_| {
+                    EdgeError::Config(format!("CLIENT_ADDRESS_HEADER {name:?} is not an HTTP header name"))
+                })
+            })
+            .transpose()?;
         let edge_id = EdgeId::parse(config.resolved_edge_id())?;
         let mut bus = Bus::connect(&config.nats, &format!("sb-edge {edge_id}")).await?;
         bus.request_timeout = config.request_timeout.max(Duration::from_millis(1));
@@ -237,9 +249,17 @@ impl App {
         };
         io.ns("/", on_connect.with(middleware));
 
+        let gate = Arc::new(Gate {
+            drain: Arc::downgrade(&ctx.drain),
+            limiter: AddressLimiter::new(
+                config.connect_rate_per_address,
+                config.connect_burst_per_address,
+                client_address_header,
+            ),
+        });
         let router = crate::http::router(auth, service.ops_router(Arc::new(prometheus)))
             .layer(layer)
-            .layer(axum::middleware::from_fn_with_state(Arc::downgrade(&ctx.drain), crate::drain::gate))
+            .layer(axum::middleware::from_fn_with_state(gate, crate::drain::gate))
             .layer(cors_layer(&config.cors_origins)?);
         ctx.drain.transports.set_service(router.clone());
 

@@ -119,6 +119,18 @@ pub struct Config {
     /// elsewhere. `0`: nine tenths of the open-file limit (`ulimit -n`).
     #[arg(long, env = "MAX_SOCKETS", default_value_t = 0)]
     pub max_sockets: u32,
+    /// New connections (Engine.IO handshakes) one source address may open
+    /// per second; past it (and its burst) a handshake gets `429`. `0`: no limit.
+    #[arg(long, env = "CONNECT_RATE_PER_ADDRESS", default_value_t = 100.0)]
+    pub connect_rate_per_address: f64,
+    /// New connections one source address may open at once before the rate applies.
+    #[arg(long, env = "CONNECT_BURST_PER_ADDRESS", default_value_t = 1000)]
+    pub connect_burst_per_address: u32,
+    /// A header in which the balancer in front appends the client's address
+    /// (e.g. `x-forwarded-for`); its last address is the one limited. Unset:
+    /// the TCP peer. Set it only behind a balancer that writes it.
+    #[arg(long, env = "CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
     /// A TCP connection on which no whole HTTP request arrived this long
     /// after it was accepted is closed, and so is an Engine.IO session whose
     /// Socket.IO CONNECT did not arrive within it (`0s`: TCP connections
@@ -178,6 +190,9 @@ impl Config {
             max_rooms_per_socket: 10_000,
             max_sockets_per_user: 1000,
             max_sockets: 0,
+            connect_rate_per_address: 100.0,
+            connect_burst_per_address: 1000,
+            client_address_header: None,
             stream_replicas: 1,
             presence_frames_per_sec: 200_000,
             nats: sb_config::NatsArgs::for_url(nats_url),

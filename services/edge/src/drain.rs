@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{ADDRESS_RATE_MESSAGE, AddressLimiter};
 use crate::metrics::Metrics;
 use crate::session::Registry;
 use crate::transport::{Closed, EngineQuery, Transports};
@@ -187,24 +188,52 @@ fn shuffle<T>(items: &mut [T]) {
     }
 }
 
+/// What the middleware in front of Socket.IO needs.
+pub(crate) struct Gate {
+    pub(crate) drain: Weak<Drain>,
+    pub(crate) limiter: AddressLimiter,
+}
+
 /// The middleware in front of Socket.IO: notes WebSocket upgrades for
-/// [`Transports`]; while draining, or while the edge holds `MAX_SOCKETS`
-/// sockets, refuses new handshakes (`503`, `Retry-After: 1`, the connection
+/// [`Transports`]; refuses a new handshake from an address past its
+/// `CONNECT_RATE_PER_ADDRESS` (`429`, see [`crate::admission`]); while
+/// draining, or while the edge holds `MAX_SOCKETS` sockets, refuses new
+/// handshakes (`503`, `Retry-After: 1`, the connection
 /// closed) and ends the HTTP connection of refused Engine.IO requests.
-pub(crate) async fn gate(State(drain): State<Weak<Drain>>, request: Request, next: Next) -> Response {
-    if let Some(ConnectInfo(connection)) = request.extensions().get::<ConnectInfo<crate::transport::Connection>>() {
+pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<crate::transport::Connection>>().map(|info| &info.0);
+    if let Some(connection) = peer {
         connection.switch.note_request();
     }
-    let Some(drain) = drain.upgrade() else { return next.run(request).await };
+    let peer = peer.map(|connection| connection.remote);
+    let Some(drain) = gate.drain.upgrade() else { return next.run(request).await };
     let engine = request.uri().path().starts_with("/socket.io");
-    if engine {
-        drain.transports.note_request(&request);
-    }
-    let draining = drain.is_draining();
-    if !engine || (!draining && !drain.registry.is_full()) {
+    if !engine {
         return next.run(request).await;
     }
-    if EngineQuery::of(request.uri()).and_then(|query| query.sid).is_none() {
+    drain.transports.note_request(&request);
+    let handshake = EngineQuery::of(request.uri()).and_then(|query| query.sid).is_none();
+    if handshake
+        && let Some(address) = gate.limiter.address(&request, peer)
+        && !gate.limiter.allow(address, std::time::Instant::now())
+    {
+        drain.metrics.connect_rejects.get_or_create(&crate::metrics::ReasonLabel { reason: "address rate" }).inc();
+        let body = axum::Json(serde_json::json!({ "status": "error", "message": ADDRESS_RATE_MESSAGE }));
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::CONNECTION, HeaderValue::from_static("close")),
+                (header::RETRY_AFTER, HeaderValue::from_static("1")),
+            ],
+            body,
+        )
+            .into_response();
+    }
+    let draining = drain.is_draining();
+    if !draining && !drain.registry.is_full() {
+        return next.run(request).await;
+    }
+    if handshake {
         let (reason, message) = if draining { ("draining", DRAINING_MESSAGE) } else { ("edge full", FULL_MESSAGE) };
         drain.metrics.connect_rejects.get_or_create(&crate::metrics::ReasonLabel { reason }).inc();
         let body = axum::Json(serde_json::json!({ "status": "error", "message": message }));

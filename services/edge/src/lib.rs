@@ -12,7 +12,8 @@
 //! - [`error`]: every client-facing text: [`ClientError`] (exceptions and
 //!   error acks), [`ConnectRefusal`] (`connect_error`), [`error::RefusedAccess`].
 //! - [`metrics`], [`bucket`] (a token bucket: each socket's event budget),
-//!   [`throttle`] (the edge's presence frame budget).
+//!   [`throttle`] (the edge's presence frame budget), [`admission`] (new
+//!   connections per source address).
 //! - [`payload`]: parsing client frames and payloads into typed requests.
 //! - [`socket`]: writing to one socket (emits, acks, error replies).
 //! - [`ingest`]: batched publishing of accepted messages to the ingest stream.
@@ -31,6 +32,7 @@
 //! - [`http`]: `/auth/login`, CORS, and the readiness probes.
 //! - [`app`]: [`App::build`] and [`App::run`] (through `sb_service`).
 
+pub mod admission;
 pub mod app;
 pub mod bucket;
 pub mod config;

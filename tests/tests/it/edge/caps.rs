@@ -101,3 +101,67 @@ async fn a_full_edge_refuses_handshakes_and_reports_not_ready() {
     let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
     assert!(metric(&metrics, "sb_edge_connect_rejects_total", "edge full") >= 1.0, "{metrics}");
 }
+
+/// A `GET` of `path` from source address `from`, with extra header lines;
+/// the response's status line and body.
+async fn get_from(from: &str, to: std::net::SocketAddr, path: &str, headers: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("source address")).expect("bind the source address");
+    let mut stream = socket.connect(to).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+const HANDSHAKE: &str = "/socket.io/?EIO=4&transport=polling";
+
+#[tokio::test]
+async fn one_address_opens_at_most_its_burst_of_connections_then_its_rate() {
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| {
+        config.connect_rate_per_address = 2.0;
+        config.connect_burst_per_address = 3;
+    });
+    let stack = TestStack::start_with(options).await.expect("stack");
+    let addr = stack.edges[0].addr;
+    for i in 0..3 {
+        let (status, body) = get_from("127.0.0.1", addr, HANDSHAKE, "").await;
+        assert!(status.contains(" 200"), "handshake {i} within the burst: {status} {body}");
+    }
+    let (status, body) = get_from("127.0.0.1", addr, HANDSHAKE, "").await;
+    assert!(status.contains(" 429"), "past the burst: {status} {body}");
+    assert!(body.contains("too many new connections from your address"), "{body}");
+    // Another address has its own budget; requests that are not handshakes are not counted.
+    let (status, _) = get_from("127.0.0.2", addr, HANDSHAKE, "").await;
+    assert!(status.contains(" 200"), "another address: {status}");
+    let (status, _) = get_from("127.0.0.1", addr, "/healthz", "").await;
+    assert!(status.contains(" 200"), "health checks are not connections: {status}");
+    // The rate refills the budget.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _) = get_from("127.0.0.1", addr, HANDSHAKE, "").await;
+    assert!(status.contains(" 200"), "one more after 1/rate: {status}");
+
+    let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
+    assert!(metric(&metrics, "sb_edge_connect_rejects_total", "address rate") >= 1.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn behind_a_balancer_the_forwarded_address_is_limited() {
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| {
+        config.connect_rate_per_address = 0.5;
+        config.connect_burst_per_address = 1;
+        config.client_address_header = Some("x-forwarded-for".into());
+    });
+    let stack = TestStack::start_with(options).await.expect("stack");
+    let addr = stack.edges[0].addr;
+    let from = |client: &str| format!("X-Forwarded-For: 198.51.100.7, {client}\r\n");
+    let (status, _) = get_from("127.0.0.1", addr, HANDSHAKE, &from("203.0.113.1")).await;
+    assert!(status.contains(" 200"), "{status}");
+    let (status, _) = get_from("127.0.0.1", addr, HANDSHAKE, &from("203.0.113.1")).await;
+    assert!(status.contains(" 429"), "the same client through the balancer: {status}");
+    let (status, _) = get_from("127.0.0.1", addr, HANDSHAKE, &from("203.0.113.2")).await;
+    assert!(status.contains(" 200"), "another client through the same balancer: {status}");
+}
