@@ -230,7 +230,10 @@ pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: 
             .into_response();
     }
     let draining = drain.is_draining();
-    if !draining && !drain.registry.is_full() {
+    // Only a handshake asks whether the edge is full: requests of live
+    // sessions (every poll) never take the registry's lock for it.
+    let full = handshake && drain.registry.is_full();
+    if !draining && !full {
         return next.run(request).await;
     }
     if handshake {

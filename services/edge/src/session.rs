@@ -246,12 +246,9 @@ impl Registry {
             return Err(ConnectRefusal::EdgeFull);
         }
         let sockets = state.by_user.entry(session.user.id.clone()).or_default();
+        // `per_user` is at least 1, so a refused user has sockets: no empty entry is left.
         if sockets.len() >= self.limits.per_user {
-            let limit = self.limits.per_user;
-            if sockets.is_empty() {
-                state.by_user.remove(&session.user.id);
-            }
-            return Err(ConnectRefusal::TooManySockets { limit });
+            return Err(ConnectRefusal::TooManySockets { limit: self.limits.per_user });
         }
         sockets.insert(session.sid, Arc::downgrade(session));
         state.sessions += 1;
