@@ -241,6 +241,12 @@ pub enum PresenceQuery {
 pub struct Locations {
     /// Online users only, by id.
     pub users: std::collections::BTreeMap<String, Vec<EdgeSockets>>,
+    /// The presence stream sequence the answering replica had applied when it
+    /// answered: the answer reflects every presence event up to it. Messaging
+    /// keeps an answer only if it is at least as new as every event it has
+    /// seen itself (its locate cache). `None` from presence before wave 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_seq: Option<u64>,
 }
 
 /// How many sockets of one user one edge holds.

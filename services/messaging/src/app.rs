@@ -101,12 +101,14 @@ impl App {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
 
+        let locate_cache = Arc::new(crate::locate::LocateCache::new(config.locate_cache_ttl, metrics.clone()));
         let ingest = Ingest {
             bus: bus.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             settings,
             presence_unanswered: Arc::default(),
+            locate_cache,
         };
         let requests = Requests { bus: bus.clone(), store: store.clone(), metrics: metrics.clone() };
         let subscriptions = requests.subscribe().await?;
@@ -168,6 +170,11 @@ impl App {
             .add_service(MessagingServiceServer::new(api));
         service.serve_grpc(grpc_listener, grpc);
         service.serve_ops(metrics_listener, registry);
+        service.spawn_background(crate::locate::run_watcher(
+            bus.clone(),
+            ingest.locate_cache.clone(),
+            service.stop_token(),
+        ));
         service.spawn_essential("ingest", {
             let stop = service.stop_token();
             async move {

@@ -44,6 +44,11 @@ pub struct Config {
     /// How long to wait for presence to say which private recipients are online.
     #[arg(long, env = "PRESENCE_TIMEOUT", default_value = "500ms", value_parser = sb_config::parse_duration)]
     pub presence_timeout: Duration,
+    /// How long this replica keeps presence's answer about where a private
+    /// recipient is; the presence stream's events forget it sooner when it
+    /// changes (docs/messaging.md). `0s` asks presence for every batch.
+    #[arg(long, env = "LOCATE_CACHE_TTL", default_value = "10s", value_parser = sb_config::parse_duration)]
+    pub locate_cache_ttl: Duration,
     /// Longest `Notify`/`Announce` text, in bytes (the edge's `send_message` limit).
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
@@ -75,6 +80,7 @@ impl Config {
             ingest_retry_delay: Duration::from_millis(500),
             stream_replicas: 1,
             presence_timeout: Duration::from_millis(500),
+            locate_cache_ttl: Duration::from_secs(10),
             max_message_bytes: 4096,
             shutdown_timeout: Duration::from_secs(10),
             database: sb_config::DatabaseArgs::for_url(database_url),

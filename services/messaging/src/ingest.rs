@@ -8,8 +8,9 @@
 //!    and terminated (`Term`), so it is never retried; one written by a newer
 //!    version that this one cannot read is handed back (`Nak`) for an
 //!    upgraded replica;
-//! 2. ask presence which private recipients are online (one
-//!    `OnlineAmong` request per batch; no answer counts as "nobody");
+//! 2. find where the private recipients and senders are connected: from
+//!    the [`crate::locate`] cache, else one presence `Locate` request per
+//!    batch (no answer counts as "nowhere");
 //! 3. write the batch in one transaction, idempotent on the message id;
 //! 4. publish every message's deliveries (redelivered ones too, since a crash
 //!    may have come between the write and the publish), inside the message's
@@ -131,8 +132,10 @@ pub struct Ingest {
     pub metrics: Metrics,
     /// Settings.
     pub settings: IngestSettings,
-    /// Whether the last `OnlineAmong` question went unanswered (shared by clones).
+    /// Whether the last `Locate` question went unanswered (shared by clones).
     pub presence_unanswered: Arc<AtomicBool>,
+    /// Presence's answers, kept while the presence stream says they hold.
+    pub locate_cache: Arc<crate::locate::LocateCache>,
 }
 
 /// What to do after a pull failed.

@@ -3,6 +3,8 @@
 //!
 //! - [`ingest`]: the durable JetStream pull consumer shared by all replicas;
 //!   batches are stored, routed and only then acked.
+//! - [`locate`]: where private recipients are, kept from presence's answers
+//!   until the presence stream says they changed.
 //! - [`route`]: validation of an ingested message and the deliveries it
 //!   becomes (`deliver.room.<r>`, `deliver.user.<u>`, `deliver.all`).
 //! - [`store`]: the `messages` table on PostgreSQL or SQLite.
@@ -21,6 +23,7 @@ pub mod app;
 pub mod config;
 pub mod grpc;
 pub mod ingest;
+pub mod locate;
 pub mod metrics;
 pub mod query;
 pub mod requests;

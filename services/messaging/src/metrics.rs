@@ -46,6 +46,12 @@ pub struct Metrics {
     pub pending_stored: Counter,
     /// Presence `OnlineAmong` questions that got no answer.
     pub presence_failures: Counter,
+    /// Private recipients and senders whose place came from the locate cache.
+    pub locate_cache_hits: Counter,
+    /// Private recipients and senders presence was asked about.
+    pub locate_cache_misses: Counter,
+    /// Cached places forgotten because a presence event changed them.
+    pub locate_cache_forgotten: Counter,
     /// Pending private messages handed out to connecting recipients.
     pub pending_claimed: Counter,
     /// History requests (NATS and gRPC), by outcome.
@@ -69,6 +75,9 @@ impl Metrics {
             store_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             pending_stored: Counter::default(),
             presence_failures: Counter::default(),
+            locate_cache_hits: Counter::default(),
+            locate_cache_misses: Counter::default(),
+            locate_cache_forgotten: Counter::default(),
             pending_claimed: Counter::default(),
             history_requests: Family::default(),
             notifications: Counter::default(),
@@ -112,6 +121,21 @@ impl Metrics {
             "presence_query_failures",
             "OnlineAmong questions presence did not answer",
             metrics.presence_failures.clone(),
+        );
+        registry.register(
+            "locate_cache_hits",
+            "Private recipients and senders placed from the locate cache, without asking presence",
+            metrics.locate_cache_hits.clone(),
+        );
+        registry.register(
+            "locate_cache_misses",
+            "Private recipients and senders presence was asked about",
+            metrics.locate_cache_misses.clone(),
+        );
+        registry.register(
+            "locate_cache_forgotten",
+            "Cached places of users forgotten because a presence event changed them",
+            metrics.locate_cache_forgotten.clone(),
         );
         registry.register(
             "pending_claimed",

@@ -118,8 +118,8 @@ async fn answer(
                 ))
             } else {
                 let direct = replica.edge_delivery.lock().clone();
-                let users = replica.read(|state| {
-                    users
+                let (users, applied_seq) = replica.read(|state| {
+                    let users = users
                         .into_iter()
                         .filter_map(|user| {
                             let edges: Vec<EdgeSockets> = state
@@ -133,9 +133,10 @@ async fn answer(
                                 .collect();
                             (!edges.is_empty()).then_some((user, edges))
                         })
-                        .collect()
+                        .collect();
+                    (users, state.applied_seq())
                 });
-                Reply::Ok(Locations { users })
+                Reply::Ok(Locations { users, applied_seq: Some(applied_seq) })
             };
             bus.respond(reply_to, &reply).await
         }

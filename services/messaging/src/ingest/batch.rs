@@ -15,7 +15,7 @@ use std::time::Instant;
 use async_nats::jetstream::{AckKind, Message};
 use opentelemetry::trace::TraceContextExt as _;
 use sb_events::ingest::{DecodeError, IngestBatch, MessageAccepted};
-use sb_events::presence::{Locations, PresenceQuery};
+use sb_events::presence::Locations;
 use sb_events::{MessageId, MessageKind};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -132,10 +132,11 @@ async fn decode(ingest: &Ingest, batch: Vec<Message>) -> (Vec<Message>, Vec<Item
     (held, items)
 }
 
-/// Step 2: asks presence where the batch's private recipients and senders
-/// are connected (one question per batch). No answer (presence down, slow
-/// or erroring) counts as "nowhere": the messages then go to the users'
-/// own subjects and stay pending, which at worst hands one out again on the
+/// Step 2: where the batch's private recipients and senders are
+/// connected: what the [`crate::locate`] cache knows, and one question to
+/// presence for the rest. No answer (presence down, slow or erroring)
+/// counts as "nowhere" for the rest: the messages then go to the users' own
+/// subjects and stay pending, which at worst hands one out again on the
 /// recipient's next connect.
 async fn locate(ingest: &Ingest, items: &[Item]) -> Locations {
     let users: Vec<String> = items
@@ -149,18 +150,15 @@ async fn locate(ingest: &Ingest, items: &[Item]) -> Locations {
     if users.is_empty() {
         return Locations::default();
     }
-    let mut presence = ingest.bus.clone();
-    presence.request_timeout = ingest.settings.presence_timeout;
     let asked = users.len();
-    let query = PresenceQuery::Locate { users };
-    match presence.request::<_, Locations>(presence.subjects.presence_query(), &query).await {
+    match crate::locate::locate(&ingest.bus, &ingest.locate_cache, ingest.settings.presence_timeout, users).await {
         Ok(answer) => {
             if ingest.presence_unanswered.swap(false, Ordering::Relaxed) {
                 tracing::info!("presence answers again; private messages to online users are marked delivered");
             }
             answer
         }
-        Err(error) => {
+        Err((error, kept)) => {
             ingest.metrics.presence_failures.inc();
             // Warn on the first failure of a run of them, not on every batch.
             if ingest.presence_unanswered.swap(true, Ordering::Relaxed) {
@@ -172,7 +170,7 @@ async fn locate(ingest: &Ingest, items: &[Item]) -> Locations {
                     "presence did not say where users are; storing private messages as pending until it answers"
                 );
             }
-            Locations::default()
+            kept
         }
     }
 }

@@ -13,6 +13,7 @@ on_both_backends!(
     concurrent_claims_split_the_pending_messages,
     pending_claim_arguments_are_checked,
     with_presence_running_only_offline_recipients_get_pending_messages,
+    kept_places_follow_connects_and_disconnects,
 );
 
 async fn claim(env: &Env, user: &str, limit: u32) -> Result<PendingMessages, sb_events::bus::BusError> {
@@ -182,5 +183,109 @@ async fn with_presence_running_only_offline_recipients_get_pending_messages(kind
         Some(1.0),
         "only the question asked before presence ran went unanswered"
     );
+    presence.stop().await;
+}
+
+/// Messaging keeps presence's answers (`LOCATE_CACHE_TTL`, here longer than
+/// the test, so only presence events can make a kept place go): a kept
+/// "online" must not outlive the user's disconnect, a kept "offline" must
+/// not outlive its connect, and a second socket elsewhere is seen at once.
+async fn kept_places_follow_connects_and_disconnects(kind: DbKind) {
+    use sb_events::presence::{OnlineAmong, PresenceQuery};
+    use sb_tests::presence::{PresenceReplica, SimEdge, replica_config};
+
+    let env = Env::start(kind).await;
+    let presence =
+        PresenceReplica::start(replica_config(env.nats.url(), "http://127.0.0.1:9")).await.expect("start presence");
+    let mut config = env.config();
+    config.locate_cache_ttl = Duration::from_secs(3600);
+    let messaging = spawn_messaging(config).await.expect("start messaging");
+    let edge_1 = SimEdge::start(env.nats.url(), "edge-1", Duration::from_millis(500)).await.expect("start sim edge");
+    let edge_2 = SimEdge::start(env.nats.url(), "edge-2", Duration::from_millis(500)).await.expect("start sim edge");
+    let online = |id: &'static str, wanted: bool| {
+        let env = &env;
+        async move {
+            wait_until(&format!("presence to see {id} online={wanted}"), WAIT, || async {
+                let answer: OnlineAmong = env
+                    .edge
+                    .request(
+                        env.edge.subjects.presence_query(),
+                        &PresenceQuery::OnlineAmong { users: vec![id.to_owned()] },
+                    )
+                    .await
+                    .ok()?;
+                (answer.online.contains(&id.to_owned()) == wanted).then_some(())
+            })
+            .await;
+        }
+    };
+    let metric = |name: &'static str| {
+        let addr = messaging.metrics_addr;
+        async move {
+            let metrics = sb_tests::http::scrape_metrics(addr).await.expect("metrics");
+            sb_tests::http::metric_value(&metrics, name).unwrap_or(0.0)
+        }
+    };
+    // Sends one private message and says whether it was stored as delivered (not pending).
+    let delivered = |to: &'static str, text: &'static str| {
+        let env = &env;
+        async move {
+            let message = private_message("alice", to, text);
+            env.publish(&message).await;
+            wait_for_consumer_idle(&env.edge).await;
+            *stored_rows(&env.database().await).await.get(&message.id).expect("message stored")
+        }
+    };
+
+    edge_1.connect("bob-1", &sb_tests::presence::user("bob"));
+    online("bob", true).await;
+    // Messaging's watcher reads the presence stream shortly after start; until
+    // then nothing is kept. Once both alice and bob come from the cache, it keeps.
+    wait_until("messaging to keep where alice and bob are", WAIT, || async {
+        let before = metric("messaging_locate_cache_hits_total").await;
+        assert!(delivered("bob", "to online bob").await, "bob is online");
+        (metric("messaging_locate_cache_hits_total").await >= before + 2.0).then_some(())
+    })
+    .await;
+
+    // bob leaves: his kept place goes with the session_closed event.
+    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    edge_1.disconnect("bob-1");
+    online("bob", false).await;
+    wait_until("messaging to forget where bob was", WAIT, || async {
+        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+    })
+    .await;
+    assert!(!delivered("bob", "to bob, gone").await, "bob left: the message must be pending, not sent to edge-1");
+
+    // carol is kept as offline, then connects.
+    assert!(!delivered("carol", "to offline carol").await);
+    assert!(!delivered("carol", "to offline carol, from the cache").await);
+    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    edge_2.connect("carol-1", &sb_tests::presence::user("carol"));
+    online("carol", true).await;
+    wait_until("messaging to forget that carol was offline", WAIT, || async {
+        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+    })
+    .await;
+    assert!(delivered("carol", "to carol, online now").await, "carol connected: delivered live");
+
+    // bob comes back on edge-2 and then opens a second socket on edge-1: the
+    // kept place (edge-2 only) is forgotten, so the next batch asks presence
+    // and reaches the new socket too.
+    edge_2.connect("bob-2", &sb_tests::presence::user("bob"));
+    online("bob", true).await;
+    assert!(delivered("bob", "to bob on edge-2").await);
+    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    edge_1.connect("bob-3", &sb_tests::presence::user("bob"));
+    wait_until("messaging to forget where bob was", WAIT, || async {
+        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+    })
+    .await;
+    assert!(delivered("bob", "to bob on both edges").await);
+
+    let hits = metric("messaging_locate_cache_hits_total").await;
+    let misses = metric("messaging_locate_cache_misses_total").await;
+    assert!(hits >= 4.0 && misses >= 4.0, "hits {hits}, misses {misses}");
     presence.stop().await;
 }
