@@ -16,20 +16,21 @@ use sb_events::{MessageBody, MessageId, MessageTarget, RoomName, UserId};
 use crate::error::ClientError;
 
 /// Longest event name repeated back to a client in an error.
-const EVENT_NAME_ECHO_MAX: usize = 64;
+pub const EVENT_NAME_ECHO_MAX: usize = 64;
 
 /// The client events the edge knows, also the `event` metric label.
-const KNOWN_EVENTS: [&str; 7] =
+pub const KNOWN_EVENTS: [&str; 7] =
     ["join_room", "leave_room", "send_message", "ping", "admin_broadcast", "get_history", "get_online_users"];
 
 /// The metric label for an event name: itself if known, else `unknown`.
-pub(crate) fn metric_name(name: &str) -> &'static str {
+pub fn metric_name(name: &str) -> &'static str {
     KNOWN_EVENTS.iter().find(|known| **known == name).copied().unwrap_or("unknown")
 }
 
-/// The event name as it may appear in an error message or a log field
-/// (borrowed unless it must be shortened: this runs for every event).
-pub(crate) fn echo_name(name: &str) -> Cow<'_, str> {
+/// The event name as it may appear in an error message or a log field:
+/// at most [`EVENT_NAME_ECHO_MAX`] characters and an ellipsis (borrowed
+/// unless it must be shortened: this runs for every event).
+pub fn echo_name(name: &str) -> Cow<'_, str> {
     if name.chars().count() <= EVENT_NAME_ECHO_MAX {
         return Cow::Borrowed(name);
     }
