@@ -6,12 +6,13 @@
 #
 #   scripts/fuzz.sh smoke [target...]   FUZZ_SECONDS default 30 each (make fuzz-smoke, in make test)
 #   scripts/fuzz.sh long  [target...]   FUZZ_SECONDS default 600 each (make fuzz)
+#   scripts/fuzz.sh repro <target> <input>   runs one input (a crash from fuzz/artifacts/) once
 #
 # Inputs that find new coverage go to fuzz/work/<target>/ (git-ignored, kept between runs); the
 # committed seeds in fuzz/corpus/<target>/ are only read. Settings: FUZZ_SECONDS, FUZZ_TOOLCHAIN
 # (default nightly: cargo-fuzz needs it), FUZZ_SANITIZER (default none, see docs/fuzzing.md;
-# `address` for ASan), FUZZ_CODEGEN_UNITS (default 16), FUZZ_TIMEOUT (seconds one input may take, default 10), FUZZ_ARGS (extra
-# libFuzzer flags, e.g. `-max_len=65536`).
+# `address` for ASan), FUZZ_CODEGEN_UNITS (default 16), FUZZ_TIMEOUT (seconds one input may
+# take, default 10), FUZZ_ARGS (extra libFuzzer flags, e.g. `-max_len=65536`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,9 @@ if [ $# -gt 0 ]; then shift; fi
 case $mode in
   smoke) default_seconds=30 ;;
   long) default_seconds=600 ;;
-  *) echo "usage: scripts/fuzz.sh smoke|long [target...]" >&2; exit 2 ;;
+  repro) default_seconds=0
+    [ $# -eq 2 ] || { echo "usage: scripts/fuzz.sh repro <target> <input>" >&2; exit 2; } ;;
+  *) echo "usage: scripts/fuzz.sh smoke|long [target...] | repro <target> <input>" >&2; exit 2 ;;
 esac
 seconds=${FUZZ_SECONDS:-$default_seconds}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
@@ -41,9 +44,14 @@ fi
 
 # The same flags for build and run, so `run` finds the build done. Its own target dir, whatever
 # CARGO_TARGET_DIR says: the instrumented build shares nothing with the workspace's.
-# 16 codegen units instead of cargo-fuzz's 1: a much shorter build for slightly slower runs.
+# 16 codegen units instead of cargo-fuzz's 1: both cores work on the large crates, for somewhat
+# slower runs.
 flags=(--fuzz-dir fuzz --target-dir fuzz/target --sanitizer "$sanitizer" --debug-assertions
   --codegen-units "${FUZZ_CODEGEN_UNITS:-16}")
+
+if [ "$mode" = repro ]; then
+  exec cargo "+$toolchain" fuzz run "${flags[@]}" "$1" "$2"
+fi
 
 start=$(date +%s)
 cargo "+$toolchain" fuzz build "${flags[@]}"
@@ -67,7 +75,7 @@ for target in "${targets[@]}"; do
     grep -E -A 40 "panicked|ERROR: libFuzzer|deadly signal|SUMMARY" "$log" | head -n 80 >&2 || tail -n 40 "$log" >&2
     artifact=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
     if [ -n "$artifact" ]; then
-      echo "reproduce: cargo +$toolchain fuzz run ${flags[*]} $target $artifact" >&2
+      echo "reproduce: scripts/fuzz.sh repro $target $artifact" >&2
     fi
   fi
 done
