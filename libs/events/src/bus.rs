@@ -374,6 +374,34 @@ impl Bus {
             .map_err(|source| BusError::Stream { stream: name, source })
     }
 
+    /// Reads the presence stream's events in order from stream sequence
+    /// `start` (1 or 0: from the first), with an ordered consumer (no acks,
+    /// nothing stored on the server). Presence replicas read it all;
+    /// messaging's locate cache from the end.
+    pub async fn presence_events_from(
+        &self,
+        start: u64,
+    ) -> Result<jetstream::consumer::pull::Ordered, async_nats::Error> {
+        use jetstream::consumer::DeliverPolicy;
+        let stream = self.jetstream.get_stream(self.subjects.presence_stream()).await?;
+        let deliver_policy =
+            if start <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: start } };
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                deliver_policy,
+                filter_subject: self.subjects.presence_events_all(),
+                ..Default::default()
+            })
+            .await?;
+        Ok(consumer.messages().await?)
+    }
+
+    /// The sequence of the presence stream's last event (0 when empty).
+    pub async fn presence_stream_last_seq(&self) -> Result<u64, async_nats::Error> {
+        let stream = self.jetstream.get_stream(self.subjects.presence_stream()).await?;
+        Ok(stream.get_info().await?.state.last_sequence)
+    }
+
     /// Flushes what the client buffered, then drains (used at shutdown).
     /// Each step waits at most [`CLOSE_STEP_TIMEOUT`]: with NATS unreachable
     /// the client would otherwise wait for a reconnect forever.

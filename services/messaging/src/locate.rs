@@ -31,8 +31,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use sb_events::bus::Bus;
@@ -281,16 +279,8 @@ async fn watch(
     cancel: &CancellationToken,
     failures: &mut u32,
 ) -> Result<(), async_nats::Error> {
-    let stream = bus.jetstream.get_stream(bus.subjects.presence_stream()).await?;
-    let last = stream.get_info().await?.state.last_sequence;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: last + 1 },
-            filter_subject: bus.subjects.presence_events_all(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let last = bus.presence_stream_last_seq().await?;
+    let mut messages = bus.presence_events_from(last + 1).await?;
     cache.start_watching(last);
     tracing::debug!(from_seq = last + 1, "reading the presence stream for the locate cache");
     if *failures > 0 {
@@ -307,7 +297,6 @@ async fn watch(
         };
         let seq = message.info()?.stream_sequence;
         let event = serde_json::from_slice::<PresenceEvent>(&message.payload).ok();
-        tracing::trace!(seq, kind = ?event.as_ref().map(|event| &event.kind), "presence event for the locate cache");
         cache.apply(seq, event.as_ref());
     }
 }

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures_util::StreamExt as _;
 use sb_events::bus::Bus;
 use tokio_util::sync::CancellationToken;
@@ -31,18 +29,7 @@ pub async fn run_applier(bus: Bus, replica: Arc<Replica>, cancel: CancellationTo
 }
 
 async fn consume(bus: &Bus, replica: &Replica, cancel: &CancellationToken) -> Result<(), async_nats::Error> {
-    let start = replica.applied_seq() + 1;
-    let stream = bus.jetstream.get_stream(bus.subjects.presence_stream()).await?;
-    let deliver_policy =
-        if start <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: start } };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy,
-            filter_subject: bus.subjects.presence_events_all(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = bus.presence_events_from(replica.applied_seq() + 1).await?;
     loop {
         let message = tokio::select! {
             () = cancel.cancelled() => return Ok(()),
