@@ -16,13 +16,23 @@
 //!    while the token was being verified);
 //! 3. subscribes to the user's deliveries (flushed) and joins the socket to
 //!    `user:<id>`, in the claiming state (see [`crate::delivery`]);
-//! 4. installs the [`Dispatcher`] and the disconnect handler.
+//! 4. installs the [`Dispatcher`] and the disconnect handler;
+//! 5. reports the session to presence and waits until the presence stream
+//!    stored the report ([`crate::events::report_opened`]), so that a
+//!    message sent after the client's `connect` callback is routed by a
+//!    view that already has this socket.
 //!
 //! A refusal leaves nothing behind: the session and its lease are dropped,
 //! socketioxide removes the socket from every local room, and presence was
-//! never told. The connect handler then only starts the socket's queue,
-//! whose first step reports the session to presence (see [`crate::queue`]).
+//! never told (the report is the last step and cannot be refused). A
+//! connection that goes away after the report but before socketioxide
+//! sends CONNECT never runs the disconnect handler; the [`ConnectGuard`]
+//! kept in the socket's extensions then releases the session when the
+//! socket is dropped. The connect handler disarms it and starts the
+//! socket's queue, whose first step claims pending messages (see
+//! [`crate::queue`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use axum::extract::Query;
@@ -126,8 +136,34 @@ async fn authenticate_inner(
         queue::enqueue_close(&close_ctx, &close_session, socket);
         std::future::ready(())
     });
-    socket.extensions.insert(session);
+    socket.extensions.insert(session.clone());
+    socket.extensions.insert(Arc::new(ConnectGuard {
+        ctx: Arc::downgrade(ctx),
+        session: session.clone(),
+        armed: AtomicBool::new(true),
+    }));
+    crate::events::report_opened(ctx, &session).await;
     Ok(())
+}
+
+/// Releases a session whose socket is dropped before the connect handler
+/// ran (see the module docs); the connect handler disarms it.
+pub(crate) struct ConnectGuard {
+    ctx: Weak<EdgeCtx>,
+    session: Arc<Session>,
+    armed: AtomicBool,
+}
+
+impl Drop for ConnectGuard {
+    fn drop(&mut self) {
+        if !self.armed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(ctx) = self.ctx.upgrade() {
+            tracing::info!(sid = %self.session.sid, "connection closed before its CONNECT was sent; releasing its session");
+            crate::events::release(&ctx, &self.session);
+        }
+    }
 }
 
 /// The connect handler: runs once the client has its CONNECT and starts the
@@ -136,6 +172,9 @@ pub(crate) async fn connected(ctx: Weak<EdgeCtx>, SocketArc(socket): SocketArc) 
     let Some(ctx) = ctx.upgrade() else {
         return;
     };
+    if let Some(guard) = socket.extensions.remove::<Arc<ConnectGuard>>() {
+        guard.armed.store(false, Ordering::Release);
+    }
     let Some(session) = socket.extensions.get::<Arc<Session>>() else {
         tracing::error!(sid = %socket.id, "a connected socket has no session");
         return;

@@ -31,22 +31,47 @@ const PENDING_PAGE: u32 = 100;
 /// Most pages claimed at one connect (the rest wait for the next connect).
 const PENDING_PAGES_MAX: usize = 50;
 
-/// The connect step, first in the queue: the socket is counted and reported
-/// to presence (its user's delivery subscription already exists), then the
-/// user's pending offline messages are claimed and emitted to it in order.
-pub(crate) async fn open(ctx: &Arc<EdgeCtx>, session: &Arc<Session>, socket: &Arc<Socket>) {
-    let user_lease = {
-        let mut state = session.state.lock();
-        state.opened = true;
-        state.user_lease.clone()
-    };
+/// How long the connect middleware waits for the stream to store the
+/// socket's `SessionOpened` before the client gets its CONNECT.
+const OPENED_STORED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The last part of the connect middleware, before the client gets its
+/// CONNECT: the socket is counted and reported to presence, and the
+/// middleware waits (at most [`OPENED_STORED_WAIT`]) until the presence
+/// stream stored the report. A message accepted after the client's
+/// `connect` callback fired was therefore accepted after the report was
+/// stored, and whoever routes it (messaging's locate cache, presence) reads
+/// the report before it (docs/messaging.md, "The locate cache").
+pub(crate) async fn report_opened(ctx: &Arc<EdgeCtx>, session: &Arc<Session>) {
+    session.state.lock().opened = true;
     ctx.metrics.connects.inc();
     ctx.metrics.sockets.inc();
     ctx.known_users.remember(&session.user.id);
     let opened_seq = ctx.presence.opened(session);
-    session.state.lock().opened_seq = Some(opened_seq);
-    tracing::info!(sid = %socket.id, user = %session.user.id, transport = ?socket.transport_type(), "socket connected");
+    session.state.lock().opened_seq = Some(opened_seq.clone());
+    match tokio::time::timeout(OPENED_STORED_WAIT, opened_seq.wait()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(sid = %session.sid, %error, "presence reporter stopped before storing this connect")
+        }
+        Err(_) => tracing::warn!(
+            sid = %session.sid,
+            wait = ?OPENED_STORED_WAIT,
+            "the presence stream has not stored this connect yet (NATS slow or unreachable); connecting anyway: \
+             private messages routed before it is stored reach this user's other sockets, or wait as pending"
+        ),
+    }
+    tracing::info!(sid = %session.sid, user = %session.user.id, "socket connected");
+}
 
+/// The connect step, first in the queue (the client has its CONNECT): the
+/// user's pending offline messages are claimed and emitted to it in order.
+pub(crate) async fn open(ctx: &Arc<EdgeCtx>, session: &Arc<Session>) {
+    let user_lease = {
+        let mut state = session.state.lock();
+        state.connect_step_done = true;
+        state.user_lease.clone()
+    };
     let pending = claim_pending(ctx, session).await;
     if let Some(lease) = user_lease {
         lease.finish_claim(pending).await;
@@ -75,8 +100,18 @@ async fn claim_pending(ctx: &EdgeCtx, session: &Session) -> Vec<sb_events::clien
 
 /// The disconnect step, last in the queue.
 pub(crate) async fn close(ctx: &Arc<EdgeCtx>, session: &Arc<Session>) {
+    release(ctx, session);
+}
+
+/// Releases what a session holds and tells presence it is gone (when it
+/// was reported): the disconnect step, and a connect that failed after the
+/// middleware reported it ([`crate::connect`]'s guard). Once only.
+pub(crate) fn release(ctx: &EdgeCtx, session: &Arc<Session>) {
     let (rooms, user_lease, opened) = {
         let mut state = session.state.lock();
+        if state.closed {
+            return;
+        }
         state.closed = true;
         (std::mem::take(&mut state.rooms), state.user_lease.take(), state.opened)
     };

@@ -129,9 +129,9 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
     let Some(session) = session.upgrade() else {
         return;
     };
-    let needs_open = !session.state.lock().opened;
+    let needs_open = !session.state.lock().connect_step_done;
     if needs_open {
-        let step = crate::events::open(&ctx, &session, &socket);
+        let step = crate::events::open(&ctx, &session);
         if AssertUnwindSafe(step).catch_unwind().await.is_err() {
             tracing::error!(sid = %socket.id, "the connect step panicked");
         }

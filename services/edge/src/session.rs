@@ -63,8 +63,10 @@ pub(crate) struct SessionState {
     pub(crate) started: bool,
     pub(crate) bucket: TokenBucket,
     pub(crate) access: Access,
-    /// The connect job ran (presence was told, the socket counted).
+    /// The connect middleware reported the session to presence and counted it.
     pub(crate) opened: bool,
+    /// The queue's connect step (claiming pending messages) ran.
+    pub(crate) connect_step_done: bool,
     /// Where presence stored this session's `SessionOpened`.
     pub(crate) opened_seq: Option<sb_presence_client::StoredSeq>,
     /// The close job ran; nothing more is accepted.
@@ -131,6 +133,7 @@ impl Session {
                 bucket,
                 access: Access::Active,
                 opened: false,
+                connect_step_done: false,
                 opened_seq: None,
                 closed: false,
             }),
