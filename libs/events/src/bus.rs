@@ -146,7 +146,35 @@ pub struct Bus {
     pub request_timeout: Duration,
 }
 
+/// `switchboard_<service>_nats_connected`: 1 while the NATS connection is
+/// up, 0 while the client is reconnecting; read from the client at each scrape.
+#[derive(Debug)]
+pub struct NatsConnectedCollector {
+    client: async_nats::Client,
+}
+
+impl prometheus_client::collector::Collector for NatsConnectedCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let connected = matches!(self.client.connection_state(), async_nats::connection::State::Connected);
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(i64::from(connected));
+        let metric = encoder.encode_descriptor(
+            "nats_connected",
+            "1 while the NATS connection is up, 0 while reconnecting",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
 impl Bus {
+    /// Registers `nats_connected` in `registry` (give it the service's
+    /// `switchboard_<service>` prefix; docs/metrics.md).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(NatsConnectedCollector { client: self.client.clone() }));
+    }
+
     /// Connects as `name` (shown by `nats server report connections`) with
     /// the URLs, credentials and TLS of `nats`, the same way in every service.
     /// The client reconnects by itself after the first connection succeeded;

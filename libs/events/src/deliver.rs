@@ -22,6 +22,11 @@ pub struct Delivery {
     /// Skip every socket of this user (e.g. the user a `user_joined` is about).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_user: Option<String>,
+    /// When the message was accepted by its edge (epoch ms): the delivering
+    /// edge measures `switchboard_edge_delivery_latency_seconds` from it.
+    /// Absent for presence changes; older producers leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
 }
 
 impl Delivery {
@@ -32,7 +37,13 @@ impl Delivery {
             data: serde_json::value::to_raw_value(payload)?,
             except_socket: None,
             except_user: None,
+            sent_at_ms: None,
         })
+    }
+
+    /// The same delivery, stamped with the message's acceptance time.
+    pub fn sent_at(self, sent_at_ms: i64) -> Self {
+        Self { sent_at_ms: Some(sent_at_ms), ..self }
     }
 }
 
@@ -58,6 +69,9 @@ pub struct UserDelivery {
     /// Skip this socket (the sender's own, for its copy of a private message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_socket: Option<String>,
+    /// As [`Delivery::sent_at_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
 }
 
 /// Several deliveries in one NATS message (`<p>.deliver.presence`).

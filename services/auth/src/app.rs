@@ -116,8 +116,9 @@ impl App {
         db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
         let bus = Bus::connect(&config.nats, "sb-auth").await?;
 
-        let mut registry = Registry::with_prefix("sb_auth");
+        let mut registry = Registry::with_prefix("switchboard_auth");
         let metrics = AuthMetrics::register(&mut registry);
+        bus.register_metrics(&mut registry);
         let core = Arc::new(AuthCore {
             store: Store::new(db),
             keys,

@@ -1,11 +1,11 @@
 //! Prometheus metrics of the auth service, served on `METRICS_ADDR`.
 //!
-//! - `sb_auth_verify_total{result}`: VerifyToken outcomes (`ok`, `token_missing`,
+//! - `switchboard_auth_verify_total{result}`: VerifyToken outcomes (`ok`, `token_missing`,
 //!   `token_invalid`, `token_expired`, `token_revoked`, `user_unknown`,
 //!   `user_disabled`, `error`).
-//! - `sb_auth_verify_duration_seconds`: VerifyToken latency inside the
+//! - `switchboard_auth_verify_duration_seconds`: VerifyToken latency inside the
 //!   service (JWT check plus the user lookup).
-//! - `sb_auth_login_total{result}`: Login outcomes (`ok`, `rejected`, `error`).
+//! - `switchboard_auth_login_total{result}`: Login outcomes (`ok`, `rejected`, `error`).
 //!
 //! Counter handles are created once at start-up, so recording is a few
 //! atomic adds with no lock or allocation.
@@ -105,14 +105,14 @@ mod tests {
 
     #[test]
     fn verify_results_are_counted_by_reason() {
-        let mut registry = Registry::with_prefix("sb_auth");
+        let mut registry = Registry::with_prefix("switchboard_auth");
         let metrics = AuthMetrics::register(&mut registry);
         metrics.record_verify::<()>(&Ok(()), Duration::from_micros(100));
         metrics.record_verify::<()>(&Err(AuthError::Token(AuthFailure::TokenRevoked)), Duration::from_micros(80));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("sb_auth_verify_total{result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("sb_auth_verify_total{result=\"token_revoked\"} 1"), "{text}");
-        assert!(text.contains("sb_auth_verify_duration_seconds_count 2"), "{text}");
+        assert!(text.contains("switchboard_auth_verify_total{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("switchboard_auth_verify_total{result=\"token_revoked\"} 1"), "{text}");
+        assert!(text.contains("switchboard_auth_verify_duration_seconds_count 2"), "{text}");
     }
 }

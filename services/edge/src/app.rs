@@ -144,6 +144,7 @@ impl App {
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut prometheus);
+        bus.register_metrics(prometheus.sub_registry_with_prefix("switchboard_edge"));
         let max_sockets = config.resolved_max_sockets();
         let registry = Registry::with_limits(SessionLimits {
             sockets: max_sockets,

@@ -54,7 +54,7 @@ pub struct Config {
     /// Packets buffered per socket for a client that reads slowly; an event
     /// that does not fit closes the socket's transport (the client reconnects
     /// and catches up with `get_history`), counted in
-    /// `sb_edge_slow_disconnects_total`.
+    /// `switchboard_edge_slow_disconnects_total`.
     #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 1024)]
     pub socket_buffer_packets: usize,
     /// Longest `message` accepted in `send_message` / `admin_broadcast`, in UTF-8 bytes.
@@ -143,7 +143,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Presence frames (one `user_online` / `user_offline` to one socket)
     /// this edge writes per second at most; past it, changes are dropped and
-    /// counted (`sb_edge_dropped_emits_total{reason="presence_rate"}`). 0: unbounded.
+    /// counted (`switchboard_edge_dropped_emits_total{reason="presence_rate"}`). 0: unbounded.
     #[arg(long, env = "PRESENCE_FRAMES_PER_SEC", default_value_t = 200_000)]
     pub presence_frames_per_sec: u64,
     /// Replicas of the ingest stream if the edge is the first to create it (3 on a NATS cluster).

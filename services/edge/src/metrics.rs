@@ -42,6 +42,10 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+/// Every `reason` of `switchboard_edge_dropped_emits_total` (docs/metrics.md).
+pub const DROP_REASONS: [&str; 6] =
+    ["buffer_full", "claim_buffer_full", "closed", "encode", "presence_rate", "undecodable"];
+
 /// Every metric the edge exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -66,6 +70,8 @@ pub struct Metrics {
     pub ingest_failures: Counter,
     /// Accepted messages per stream publish.
     pub ingest_batch_size: Histogram,
+    /// Message acceptance (at its edge) → written here, once per delivery.
+    pub delivery_latency: Histogram,
     /// 1 once the edge drains.
     pub draining: Gauge,
     /// Transports closed by a drain, by transport.
@@ -78,7 +84,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them under `sb_edge_`.
+    /// Creates the metrics and registers them under `switchboard_edge_`.
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self {
             connects: Counter::default(),
@@ -91,12 +97,14 @@ impl Metrics {
             revocation_disconnects: Counter::default(),
             ingest_failures: Counter::default(),
             ingest_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            // 1 ms .. ~16 s: the message timestamp has millisecond resolution.
+            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             draining: Gauge::default(),
             drain_closes: Family::default(),
             refused_joins: Counter::default(),
             slow_disconnects: Family::default(),
         };
-        let edge = registry.sub_registry_with_prefix("sb_edge");
+        let edge = registry.sub_registry_with_prefix("switchboard_edge");
         edge.register("connects", "Accepted Socket.IO connections", metrics.connects.clone());
         edge.register(
             "refused_joins",
@@ -128,6 +136,11 @@ impl Metrics {
             "Accepted messages written to the ingest stream per publish",
             metrics.ingest_batch_size.clone(),
         );
+        edge.register(
+            "delivery_latency_seconds",
+            "From a message's acceptance at its edge to its emit here, once per delivery",
+            metrics.delivery_latency.clone(),
+        );
         edge.register("draining", "1 while the edge drains", metrics.draining.clone());
         edge.register("drain_closes", "Transports closed by a drain, by transport", metrics.drain_closes.clone());
         edge.register(
@@ -135,7 +148,25 @@ impl Metrics {
             "Sockets closed because their outgoing buffer overflowed (slow reader), by transport",
             metrics.slow_disconnects.clone(),
         );
+        // Series with a fixed label set exist from the start, at 0, so that
+        // `rate()` and alerts see them before the first increment.
+        for reason in DROP_REASONS {
+            drop(metrics.dropped_emits.get_or_create(&ReasonLabel { reason }));
+        }
+        for transport in ["websocket", "polling"] {
+            drop(metrics.slow_disconnects.get_or_create(&TransportLabel { transport }));
+            drop(metrics.drain_closes.get_or_create(&TransportLabel { transport }));
+        }
+        drop(metrics.drain_closes.get_or_create(&TransportLabel { transport: "nothing" }));
         Arc::new(metrics)
+    }
+
+    /// Records, once per delivery this edge wrote to a local socket, the
+    /// time since its message was accepted (`sent_at_ms`, the sending
+    /// edge's clock: hosts' clock offsets show up here; negative is 0).
+    pub fn observe_delivery_latency(&self, sent_at_ms: i64) {
+        let elapsed_ms = (sb_events::timestamp::now_ms() - sent_at_ms).max(0);
+        self.delivery_latency.observe(elapsed_ms as f64 / 1000.0);
     }
 
     /// Counts one handled event.
@@ -143,8 +174,9 @@ impl Metrics {
         self.events.get_or_create(&EventLabels { event, outcome }).inc();
     }
 
-    /// Counts one dropped emit.
+    /// Counts one dropped emit; `reason` is one of [`DROP_REASONS`].
     pub fn dropped(&self, reason: &'static str) {
+        debug_assert!(DROP_REASONS.contains(&reason), "add {reason} to DROP_REASONS and docs/metrics.md");
         self.dropped_emits.get_or_create(&ReasonLabel { reason }).inc();
     }
 }

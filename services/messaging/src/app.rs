@@ -100,6 +100,7 @@ impl App {
 
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        bus.register_metrics(registry.sub_registry_with_prefix("switchboard_messaging"));
 
         let locate_cache = Arc::new(crate::locate::LocateCache::new(config.locate_cache_ttl, metrics.clone()));
         let ingest = Ingest {

@@ -82,7 +82,13 @@ impl Metrics {
             history_requests: Family::default(),
             notifications: Counter::default(),
         };
-        let registry = registry.sub_registry_with_prefix("messaging");
+        // Fixed label sets exist from the start, at 0 (docs/metrics.md).
+        for kind in ["room", "private", "broadcast", "announcement"] {
+            drop(metrics.stored.get_or_create(&KindLabel { kind }));
+            drop(metrics.routed.get_or_create(&KindLabel { kind }));
+        }
+        drop(metrics.history_requests.get_or_create(&OutcomeLabel { outcome: "ok" }));
+        let registry = registry.sub_registry_with_prefix("switchboard_messaging");
         registry.register("messages_stored", "Messages written to the database", metrics.stored.clone());
         registry.register(
             "messages_duplicate",

@@ -57,12 +57,16 @@ pub fn deliveries(
     locations: &Locations,
     per_edge: &mut EdgeBatches,
 ) -> Result<Vec<(String, Delivery)>, serde_json::Error> {
+    let sent_at = message.timestamp_ms;
     let deliveries = match &message.target {
         MessageTarget::Room(room) => {
-            vec![(subjects.deliver_room(room), Delivery::new(event::NEW_MESSAGE, &message.new_message())?)]
+            vec![(
+                subjects.deliver_room(room),
+                Delivery::new(event::NEW_MESSAGE, &message.new_message())?.sent_at(sent_at),
+            )]
         }
         MessageTarget::User(to) => {
-            let payload = Delivery::new(event::NEW_MESSAGE, &message.new_message())?;
+            let payload = Delivery::new(event::NEW_MESSAGE, &message.new_message())?.sent_at(sent_at);
             let mut routing = PrivateRouting { payload, subjects, locations, per_edge, own_subjects: Vec::new() };
             if *to != message.from.id {
                 routing.copy_to(to, None);
@@ -73,10 +77,11 @@ pub fn deliveries(
             routing.own_subjects
         }
         MessageTarget::Everyone => {
-            vec![(subjects.deliver_all(), Delivery::new(event::NEW_MESSAGE, &message.new_message())?)]
+            vec![(subjects.deliver_all(), Delivery::new(event::NEW_MESSAGE, &message.new_message())?.sent_at(sent_at))]
         }
         MessageTarget::Announcement => {
-            vec![(subjects.deliver_all(), Delivery::new(event::ADMIN_ANNOUNCEMENT, &message.admin_announcement())?)]
+            let announcement = Delivery::new(event::ADMIN_ANNOUNCEMENT, &message.admin_announcement())?;
+            vec![(subjects.deliver_all(), announcement.sent_at(sent_at))]
         }
     };
     Ok(deliveries)
@@ -113,6 +118,7 @@ impl PrivateRouting<'_> {
                             event: self.payload.event.clone(),
                             data: self.payload.data.clone(),
                             except_socket: except_socket.clone(),
+                            sent_at_ms: self.payload.sent_at_ms,
                         },
                     );
                 }

@@ -105,6 +105,7 @@ impl App {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        bus.register_metrics(registry.sub_registry_with_prefix("switchboard_presence"));
         let replica = Arc::new(Replica::new(replica_id, config.scope, metrics));
         let guard = AdminGuard::new(AuthClient::connect_lazy(&config.auth_addr)?);
         Ok(Self {

@@ -41,9 +41,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric under `presence_` in `registry`.
+    /// Registers every metric under `switchboard_presence_` in `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        let registry = registry.sub_registry_with_prefix("presence");
+        // Fixed label sets exist from the start, at 0 (docs/metrics.md).
+        for change in ["online", "offline", "joined", "left"] {
+            drop(self.transitions_emitted.get_or_create(&vec![("change".to_owned(), change.to_owned())]));
+        }
+        let registry = registry.sub_registry_with_prefix("switchboard_presence");
         registry.register("users", "Online users", self.users.clone());
         registry.register("sockets", "Live sockets", self.sockets.clone());
         registry.register("rooms", "Rooms with at least one member", self.rooms.clone());

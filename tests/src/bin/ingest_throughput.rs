@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await?;
     let value = |name: &str| sb_tests::http::metric_value(&metrics, name).unwrap_or(0.0);
-    let batches = value("messaging_batch_size_count");
+    let batches = value("switchboard_messaging_batch_size_count");
     let line = serde_json::json!({
         "bench": "ingest_throughput",
         "db": format!("{kind:?}"),
@@ -104,8 +104,8 @@ async fn main() -> anyhow::Result<()> {
         "seconds": elapsed.as_secs_f64(),
         "messages_per_s": total as f64 / elapsed.as_secs_f64(),
         "store_batches": batches,
-        "mean_store_batch": value("messaging_batch_size_sum") / batches.max(1.0),
-        "mean_write_ms": value("messaging_store_seconds_sum") * 1000.0 / batches.max(1.0),
+        "mean_store_batch": value("switchboard_messaging_batch_size_sum") / batches.max(1.0),
+        "mean_write_ms": value("switchboard_messaging_store_seconds_sum") * 1000.0 / batches.max(1.0),
     });
     println!("{line}");
     messaging.stop().await?;

@@ -7,6 +7,7 @@ mod edge;
 mod harness;
 mod loadgen;
 mod messaging;
+mod metrics;
 mod presence;
 mod readiness;
 mod reflection;

@@ -40,10 +40,15 @@ pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
     if let Some(user) = delivery.except_user.as_deref() {
         operators = operators.except(user_key_text(user));
     }
+    let mut written = false;
     for socket in operators.sockets() {
+        written = true;
         if let Err(error) = socket.emit(&delivery.event, &delivery.data) {
             crate::socket::send_failed(&socket, &inner.metrics, &error);
         }
+    }
+    if written && let Some(sent_at_ms) = delivery.sent_at_ms {
+        inner.metrics.observe_delivery_latency(sent_at_ms);
     }
 }
 

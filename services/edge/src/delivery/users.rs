@@ -79,6 +79,7 @@ async fn emit_edge_batch(inner: &Inner, message: &async_nats::Message) {
             data: delivery.data,
             except_socket: delivery.except_socket,
             except_user: None,
+            sent_at_ms: delivery.sent_at_ms,
         };
         deliver(inner, user, &delivery).await;
     }

@@ -97,11 +97,14 @@ async fn metrics_count_verify_results(kind: DbKind) {
     let _ = env.verify("").await;
     let metrics = http_response(env.auth.metrics_addr, "GET", "/metrics", None).await.expect("metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(metrics.contains("sb_auth_verify_total{result=\"ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("sb_auth_verify_total{result=\"token_invalid\"} 1"), "{metrics}");
-    assert!(metrics.contains("sb_auth_verify_total{result=\"token_missing\"} 1"), "{metrics}");
-    assert!(metrics.contains("sb_auth_verify_duration_seconds_count 3"), "{metrics}");
-    assert!(metrics.contains("sb_auth_login_total{result=\"ok\"} 1"), "the harness logged the admin in: {metrics}");
+    assert!(metrics.contains("switchboard_auth_verify_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchboard_auth_verify_total{result=\"token_invalid\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchboard_auth_verify_total{result=\"token_missing\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchboard_auth_verify_duration_seconds_count 3"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_auth_login_total{result=\"ok\"} 1"),
+        "the harness logged the admin in: {metrics}"
+    );
     assert!(
         http_response(env.auth.metrics_addr, "GET", "/readyz", None).await.expect("readyz").starts_with("HTTP/1.1 200")
     );

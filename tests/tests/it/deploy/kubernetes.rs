@@ -503,7 +503,7 @@ fn instances_agree_with_the_services() {
                 if let Some(name) = metric["pods"]["metric"]["name"].as_str() {
                     let source = read("services/edge/src/metrics.rs");
                     let short = name
-                        .strip_prefix("sb_edge_")
+                        .strip_prefix("switchboard_edge_")
                         .unwrap_or_else(|| panic!("{dir}: HPA metric {name} is the edge's"));
                     assert!(
                         source.contains(&format!("register(\"{short}\"")),

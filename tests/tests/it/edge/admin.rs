@@ -204,12 +204,12 @@ async fn drain_rpc_fails_readiness_refuses_handshakes_and_closes_every_transport
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(200), "the first tenth of the drain closes nothing: {elapsed:?}");
     let metrics = scrape_metrics(edge_a.addr).await.expect("metrics");
-    assert_eq!(metric_value(&metrics, "sb_edge_drain_closes_total"), Some(6.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, "switchboard_edge_drain_closes_total"), Some(6.0), "{metrics}");
     for transport in ["websocket", "polling"] {
-        let series = format!("sb_edge_drain_closes_total{{transport=\"{transport}\"}} 3");
+        let series = format!("switchboard_edge_drain_closes_total{{transport=\"{transport}\"}} 3");
         assert!(metrics.lines().any(|line| line == series), "{series} in {metrics}");
     }
-    assert_eq!(metric_value(&metrics, "sb_edge_draining"), Some(1.0));
+    assert_eq!(metric_value(&metrics, "switchboard_edge_draining"), Some(1.0));
 
     // A second drain changes nothing; the list shows A draining and empty.
     let again = control

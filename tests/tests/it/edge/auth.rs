@@ -78,7 +78,7 @@ async fn every_refusal_reason_is_a_connect_error() {
     // Nothing was left behind by the refusals: no socket counted.
     let (_, metrics) =
         sb_tests::http::http_request(stack.edges[0].addr, "GET", "/metrics", None).await.expect("metrics");
-    assert!(metrics.lines().any(|line| line == "sb_edge_sockets 0"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "switchboard_edge_sockets 0"), "{metrics}");
     stack.stop().await.expect("stop stack");
 }
 

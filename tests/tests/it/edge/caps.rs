@@ -58,7 +58,7 @@ async fn a_user_has_at_most_max_sockets_per_user_sockets_on_an_edge() {
     assert!(again.is_some(), "a socket connects once alice has fewer than 2");
 
     let (_, metrics) = sb_tests::http::http_get(stack.edges[0].addr, "/metrics").await.expect("metrics");
-    assert!(metric(&metrics, "sb_edge_connect_rejects_total", "too many sockets") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "switchboard_edge_connect_rejects_total", "too many sockets") >= 1.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn a_full_edge_refuses_handshakes_and_reports_not_ready() {
     TestClient::connect_ws(stack.url(), &users[2].token).await.expect("a client connects again");
 
     let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
-    assert!(metric(&metrics, "sb_edge_connect_rejects_total", "edge full") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "switchboard_edge_connect_rejects_total", "edge full") >= 1.0, "{metrics}");
 }
 
 /// A `GET` of `path` from source address `from`, with extra header lines;
@@ -145,7 +145,7 @@ async fn one_address_opens_at_most_its_burst_of_connections_then_its_rate() {
     assert!(status.contains(" 200"), "one more after 1/rate: {status}");
 
     let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
-    assert!(metric(&metrics, "sb_edge_connect_rejects_total", "address rate") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "switchboard_edge_connect_rejects_total", "address rate") >= 1.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -297,6 +297,6 @@ async fn a_socket_joins_at_most_max_rooms_per_socket_rooms() {
     let ack = a.ack("join_room", json!({"room": "r4"})).await.expect("join r4");
     assert_eq!(ack["status"], "ok", "{ack}");
     let (_, metrics) = sb_tests::http::http_get(stack.edges[0].addr, "/metrics").await.expect("metrics");
-    assert!(metrics.contains("sb_edge_refused_joins_total 1"), "{metrics}");
+    assert!(metrics.contains("switchboard_edge_refused_joins_total 1"), "{metrics}");
     stack.stop().await.expect("stop stack");
 }

@@ -39,9 +39,11 @@ async fn login_readiness_and_metrics() {
 
     let (status, metrics) = http_request(addr, "GET", "/metrics", None).await.expect("metrics");
     assert_eq!(status, 200);
-    for name in
-        ["sb_edge_connects_total 1", "sb_edge_sockets 1", "sb_edge_events_total{event=\"ping\",outcome=\"ok\"} 1"]
-    {
+    for name in [
+        "switchboard_edge_connects_total 1",
+        "switchboard_edge_sockets 1",
+        "switchboard_edge_events_total{event=\"ping\",outcome=\"ok\"} 1",
+    ] {
         assert!(metrics.lines().any(|line| line == name), "{name} missing in\n{metrics}");
     }
     // Not ready once auth is gone.

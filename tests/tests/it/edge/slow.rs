@@ -261,8 +261,11 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
     let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
     let counted: f64 = metrics
         .lines()
-        .filter(|line| line.starts_with("sb_edge_slow_disconnects_total"))
+        .filter(|line| line.starts_with("switchboard_edge_slow_disconnects_total"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(counted as usize, closed, "sb_edge_slow_disconnects_total counts each closed socket once\n{metrics}");
+    assert_eq!(
+        counted as usize, closed,
+        "switchboard_edge_slow_disconnects_total counts each closed socket once\n{metrics}"
+    );
 }

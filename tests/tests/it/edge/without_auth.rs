@@ -36,7 +36,7 @@ async fn http_endpoints_without_auth() {
     assert_eq!(http_request(edge.addr, "GET", "/readyz", None).await.expect("readyz").0, 503);
     let (status, body) = http_request(edge.addr, "GET", "/metrics", None).await.expect("metrics");
     assert_eq!(status, 200);
-    assert!(body.contains("sb_edge_connects"), "{body}");
+    assert!(body.contains("switchboard_edge_connects"), "{body}");
 
     let (status, body) = http_request(edge.addr, "POST", "/auth/login", Some("{not json")).await.expect("login");
     assert_eq!(status, 400, "{body}");

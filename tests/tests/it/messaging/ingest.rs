@@ -139,8 +139,8 @@ async fn same_id_published_twice_is_stored_once(kind: DbKind) {
     assert_eq!(stored_count(&db, &message.id).await, 1);
     assert_eq!(stored_rows(&db).await.len(), 1);
     let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.expect("scrape metrics");
-    assert_eq!(sb_tests::http::metric_value(&metrics, "messaging_messages_stored_total"), Some(1.0));
-    assert_eq!(sb_tests::http::metric_value(&metrics, "messaging_messages_duplicate_total"), Some(1.0));
+    assert_eq!(sb_tests::http::metric_value(&metrics, "switchboard_messaging_messages_stored_total"), Some(1.0));
+    assert_eq!(sb_tests::http::metric_value(&metrics, "switchboard_messaging_messages_duplicate_total"), Some(1.0));
 }
 
 async fn invalid_ingest_messages_are_dropped_and_the_rest_flows(kind: DbKind) {
@@ -167,7 +167,7 @@ async fn invalid_ingest_messages_are_dropped_and_the_rest_flows(kind: DbKind) {
     let db = env.database().await;
     assert_eq!(stored_rows(&db).await.len(), 1);
     let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.expect("scrape metrics");
-    assert_eq!(sb_tests::http::metric_value(&metrics, "messaging_messages_rejected_total"), Some(2.0));
+    assert_eq!(sb_tests::http::metric_value(&metrics, "switchboard_messaging_messages_rejected_total"), Some(2.0));
     assert_eq!(lobby.all().await.len(), 1);
 }
 
@@ -204,7 +204,7 @@ async fn a_failed_store_is_retried_and_nothing_is_routed_before_it_succeeds(kind
     env.publish(&message).await;
     wait_until("a failed batch", WAIT, || async {
         let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.ok()?;
-        (sb_tests::http::metric_value(&metrics, "messaging_batches_failed_total")? >= 2.0).then_some(())
+        (sb_tests::http::metric_value(&metrics, "switchboard_messaging_batches_failed_total")? >= 2.0).then_some(())
     })
     .await;
     assert!(lobby.all().await.is_empty(), "a message must not be routed before it is stored");

@@ -179,7 +179,7 @@ async fn with_presence_running_only_offline_recipients_get_pending_messages(kind
     assert_eq!(for_carol.messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [to_carol.id.as_str()]);
     let metrics = sb_tests::http::scrape_metrics(messaging.metrics_addr).await.expect("metrics");
     assert_eq!(
-        sb_tests::http::metric_value(&metrics, "messaging_presence_query_failures_total"),
+        sb_tests::http::metric_value(&metrics, "switchboard_messaging_presence_query_failures_total"),
         Some(1.0),
         "only the question asked before presence ran went unanswered"
     );
@@ -242,18 +242,18 @@ async fn kept_places_follow_connects_and_disconnects(kind: DbKind) {
     // Messaging's watcher reads the presence stream shortly after start; until
     // then nothing is kept. Once both alice and bob come from the cache, it keeps.
     wait_until("messaging to keep where alice and bob are", WAIT, || async {
-        let before = metric("messaging_locate_cache_hits_total").await;
+        let before = metric("switchboard_messaging_locate_cache_hits_total").await;
         assert!(delivered("bob", "to online bob").await, "bob is online");
-        (metric("messaging_locate_cache_hits_total").await >= before + 2.0).then_some(())
+        (metric("switchboard_messaging_locate_cache_hits_total").await >= before + 2.0).then_some(())
     })
     .await;
 
     // bob leaves: his kept place goes with the session_closed event.
-    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    let forgotten = metric("switchboard_messaging_locate_cache_forgotten_total").await;
     edge_1.disconnect("bob-1");
     online("bob", false).await;
     wait_until("messaging to forget where bob was", WAIT, || async {
-        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+        (metric("switchboard_messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
     })
     .await;
     assert!(!delivered("bob", "to bob, gone").await, "bob left: the message must be pending, not sent to edge-1");
@@ -261,11 +261,11 @@ async fn kept_places_follow_connects_and_disconnects(kind: DbKind) {
     // carol is kept as offline, then connects.
     assert!(!delivered("carol", "to offline carol").await);
     assert!(!delivered("carol", "to offline carol, from the cache").await);
-    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    let forgotten = metric("switchboard_messaging_locate_cache_forgotten_total").await;
     edge_2.connect("carol-1", &sb_tests::presence::user("carol"));
     online("carol", true).await;
     wait_until("messaging to forget that carol was offline", WAIT, || async {
-        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+        (metric("switchboard_messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
     })
     .await;
     assert!(delivered("carol", "to carol, online now").await, "carol connected: delivered live");
@@ -276,16 +276,16 @@ async fn kept_places_follow_connects_and_disconnects(kind: DbKind) {
     edge_2.connect("bob-2", &sb_tests::presence::user("bob"));
     online("bob", true).await;
     assert!(delivered("bob", "to bob on edge-2").await);
-    let forgotten = metric("messaging_locate_cache_forgotten_total").await;
+    let forgotten = metric("switchboard_messaging_locate_cache_forgotten_total").await;
     edge_1.connect("bob-3", &sb_tests::presence::user("bob"));
     wait_until("messaging to forget where bob was", WAIT, || async {
-        (metric("messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
+        (metric("switchboard_messaging_locate_cache_forgotten_total").await > forgotten).then_some(())
     })
     .await;
     assert!(delivered("bob", "to bob on both edges").await);
 
-    let hits = metric("messaging_locate_cache_hits_total").await;
-    let misses = metric("messaging_locate_cache_misses_total").await;
+    let hits = metric("switchboard_messaging_locate_cache_hits_total").await;
+    let misses = metric("switchboard_messaging_locate_cache_misses_total").await;
     assert!(hits >= 4.0 && misses >= 4.0, "hits {hits}, misses {misses}");
     presence.stop().await;
 }

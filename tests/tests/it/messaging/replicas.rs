@@ -55,7 +55,7 @@ async fn two_replicas_store_and_deliver_each_message_once(kind: DbKind) {
     let mut stored_by_replica = Vec::new();
     for replica in [&first, &second] {
         let metrics = scrape_metrics(replica.metrics_addr).await.expect("scrape metrics");
-        stored_by_replica.push(metric_value(&metrics, "messaging_messages_stored_total").unwrap_or(0.0));
+        stored_by_replica.push(metric_value(&metrics, "switchboard_messaging_messages_stored_total").unwrap_or(0.0));
     }
     assert_eq!(
         stored_by_replica.iter().sum::<f64>(),

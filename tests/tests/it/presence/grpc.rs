@@ -129,8 +129,8 @@ async fn admin_reads_sessions_rooms_and_stats_and_others_are_refused() {
     assert!(status.message().contains("id"), "{status:?}");
 
     let metrics = http_response(replica.metrics_addr, "GET", "/metrics", None).await.expect("metrics");
-    assert!(metrics.contains("presence_users 6"), "{metrics}");
-    assert!(metrics.contains("presence_sockets 7"), "{metrics}");
+    assert!(metrics.contains("switchboard_presence_users 6"), "{metrics}");
+    assert!(metrics.contains("switchboard_presence_sockets 7"), "{metrics}");
     assert!(
         http_response(replica.metrics_addr, "GET", "/readyz", None).await.expect("readyz").starts_with("HTTP/1.1 200")
     );
