@@ -51,6 +51,7 @@ pub fn auth_config(database_url: &str, nats_url: &str, secret: Option<&str>) -> 
         jwt_clock_skew: std::time::Duration::from_secs(5),
         login_max_failures: 10,
         login_failure_window: std::time::Duration::from_secs(300),
+        stream_replicas: 1,
         shutdown_timeout: std::time::Duration::from_secs(10),
         bootstrap_admin_email: Some(ADMIN_EMAIL.to_owned()),
         bootstrap_admin_password: Some(sb_config::Secret::from(ADMIN_PASSWORD)),

@@ -382,6 +382,27 @@ impl Bus {
             .map_err(|source| BusError::Stream { stream: name, source })
     }
 
+    /// Creates the login-failure stream (`<PREFIX>_LOGIN`) unless it exists:
+    /// one message per subject (the email's current record), each kept for
+    /// `window` after its last write, file storage.
+    pub async fn ensure_login_stream(&self, replicas: usize, window: Duration) -> Result<stream::Stream, BusError> {
+        let name = self.subjects.login_failures_stream();
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![self.subjects.login_failures_all()],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                max_messages_per_subject: 1,
+                max_age: window,
+                num_replicas: replicas.max(1),
+                description: Some("Switchboard: failed logins per email hash, shared by auth replicas".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| BusError::Stream { stream: name, source })
+    }
+
     /// Creates the presence event stream (`<PREFIX>_PRESENCE`) unless it
     /// exists: file storage, kept for `max_age`, 2-minute de-duplication.
     pub async fn ensure_presence_stream(&self, replicas: usize, max_age: Duration) -> Result<stream::Stream, BusError> {

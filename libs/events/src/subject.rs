@@ -148,6 +148,22 @@ impl Subjects {
         format!("{}.deliver.presence", self.prefix)
     }
 
+    // --- auth ---
+
+    /// Name of the stream of shared login-failure records (one per email hash).
+    pub fn login_failures_stream(&self) -> String {
+        format!("{}_LOGIN", self.stream_prefix)
+    }
+    /// The login-failure record of one email; `key` is a hash of the email
+    /// (base64url, a valid token).
+    pub fn login_failures(&self, key: &str) -> String {
+        format!("{}.auth.login.{key}", self.prefix)
+    }
+    /// Every login-failure record, the stream's filter.
+    pub fn login_failures_all(&self) -> String {
+        format!("{}.auth.login.*", self.prefix)
+    }
+
     // --- presence ---
 
     /// Name of the JetStream stream of presence events (connects, joins, ...).

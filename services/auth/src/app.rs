@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::{Config, DEV_JWT_SECRET, MAX_TOKEN_TTL_SECS};
 use crate::error::AuthError;
 use crate::grpc::AuthGrpc;
-use crate::login_guard::LoginGuard;
+use crate::login_guard::{LoginGuard, Policy};
 use crate::metrics::AuthMetrics;
 use crate::service::AuthCore;
 use crate::store::Store;
@@ -116,6 +116,8 @@ impl App {
         db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await?;
         let bus = Bus::connect(&config.nats, "sb-auth").await?;
 
+        let policy = Policy { max_failures: config.login_max_failures, window: config.login_failure_window };
+        let login_guard = LoginGuard::shared(policy, &bus, config.stream_replicas).await?;
         let mut registry = Registry::with_prefix("switchboard_auth");
         let metrics = AuthMetrics::register(&mut registry);
         bus.register_metrics(&mut registry);
@@ -126,7 +128,7 @@ impl App {
             metrics,
             token_ttl_s: config.token_ttl.as_secs(),
             max_token_ttl_s: MAX_TOKEN_TTL_SECS,
-            login_guard: LoginGuard::new(config.login_max_failures, config.login_failure_window),
+            login_guard,
         });
         if let (Some(email), Some(password)) = (&config.bootstrap_admin_email, &config.bootstrap_admin_password) {
             core.ensure_bootstrap_admin(email, password.expose()).await.map_err(StartError::BootstrapAdmin)?;

@@ -62,12 +62,14 @@ pub struct Config {
     /// gets no leeway: an expired token is expired.
     #[arg(long, env = "JWT_CLOCK_SKEW", default_value = "5s", value_parser = sb_config::parse_duration)]
     pub jwt_clock_skew: Duration,
-    /// Failed logins for one email, within `LOGIN_FAILURE_WINDOW`, after
-    /// which further logins for that email are refused (RESOURCE_EXHAUSTED)
-    /// until the window ends. Counted per replica; 0 turns the limit off.
+    /// Failed logins for one email that cost nothing; each further one locks
+    /// the email (RESOURCE_EXHAUSTED) for twice as long as the last, from
+    /// 1 s up to `LOGIN_FAILURE_WINDOW`. Counted by all replicas together
+    /// (NATS); 0 turns the limit off (docs/auth.md).
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
-    /// The window of `LOGIN_MAX_FAILURES`, from an email's first failure (1s to 1d).
+    /// The longest lock, and how long after an email's last failure its
+    /// count is forgotten (1s to 1d).
     #[arg(long, env = "LOGIN_FAILURE_WINDOW", default_value = "5m",
           value_parser = sb_config::duration_between(Duration::from_secs(1), Duration::from_secs(86_400)))]
     pub login_failure_window: Duration,
@@ -75,6 +77,9 @@ pub struct Config {
     /// database are closed (keep it below the orchestrator's grace period).
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = sb_config::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Replicas of the `<PREFIX>_LOGIN` stream when auth creates it (3 on a NATS cluster).
+    #[arg(long, env = "JETSTREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
     /// Email of the first admin, created at start-up when no user has it.
     #[arg(long, env = "BOOTSTRAP_ADMIN_EMAIL", requires = "bootstrap_admin_password")]
     pub bootstrap_admin_email: Option<String>,

@@ -3,7 +3,7 @@
 //! async fn returning [`AuthError`]. `grpc.rs` only unpacks requests and
 //! maps errors.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -106,20 +106,20 @@ impl AuthCore {
         if password.len() > input::MAX_PASSWORD_LEN {
             return Err(AuthError::InvalidCredentials);
         }
-        self.login_guard
-            .check(&email, Instant::now())
-            .map_err(|wait| AuthError::TooManyFailedLogins { retry_after_s: wait.as_secs().max(1) })?;
+        self.login_guard.check(&email).await.map_err(|wait| AuthError::TooManyFailedLogins {
+            retry_after_s: u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1),
+        })?;
         let found = self.store.user_by_email(&email).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
             None => (None, None),
         };
         if !verify_password(password.to_owned(), hash).await? {
-            self.login_guard.failed(&email, Instant::now());
+            self.login_guard.failed(&email).await;
             return Err(AuthError::InvalidCredentials);
         }
         let user = user.ok_or(AuthError::InvalidCredentials)?;
-        self.login_guard.succeeded(&email);
+        self.login_guard.succeeded(&email).await;
         if user.disabled {
             return Err(AuthError::Token(AuthFailure::UserDisabled));
         }

@@ -12,6 +12,7 @@ use sb_tests::{DbKind, NatsServer, TestDatabase};
 
 mod admin;
 mod client;
+mod login_lock;
 mod restart;
 mod service;
 mod verify;
