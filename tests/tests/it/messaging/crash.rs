@@ -24,11 +24,20 @@ async fn crash_mid_flow_loses_nothing(kind: DbKind) {
         .await;
 
     let total = 400;
+    // The second half waits for the crash, so the crash always comes before
+    // everything was stored, however fast the doomed process stores.
+    let (crashed, after_crash) = tokio::sync::oneshot::channel::<()>();
     let publisher = {
         let env = env.clone();
         tokio::spawn(async move {
             let mut acked = Vec::new();
+            let mut after_crash = Some(after_crash);
             for n in 0..total {
+                if n == total / 2
+                    && let Some(after_crash) = after_crash.take()
+                {
+                    after_crash.await.expect("the test crashes messaging");
+                }
                 let message = if n % 4 == 0 {
                     private_message("alice", "bob", &format!("p{n}"))
                 } else {
@@ -45,6 +54,7 @@ async fn crash_mid_flow_loses_nothing(kind: DbKind) {
     wait_until("messaging to be mid-flow", WAIT, || async { (stored_rows(&db).await.len() >= 60).then_some(()) }).await;
     doomed.crash();
     let stored_at_crash = stored_rows(&db).await.len();
+    crashed.send(()).expect("publisher waits for the crash");
 
     let _successor = spawn_messaging(config).await.expect("start the successor");
     let acked: Vec<String> = publisher.await.expect("publisher task");
