@@ -5,8 +5,11 @@
 #   - demo users admin@example.com, alice@example.com, bob@example.com (password DEMO_PASSWORD,
 #     default "switchboard"), created idempotently, and a token for each; switchboardctl logged
 #     in as the admin for its context `local`
-# Ctrl-C stops everything. Settings: NATS_URL, EDGE_PORT (3000), DEMO_PASSWORD, JWT_SECRET
-# (generated once into data/jwt-secret when unset), PROFILE (release | dev), RUST_LOG.
+#   - the browser example examples/web-chat on its own port (WEB_CHAT_PORT, 8090; `off`: not
+#     served), with python3's http.server; the edge allows it as an origin (CORS_ORIGINS)
+# Ctrl-C stops everything. Settings: NATS_URL, EDGE_PORT (3000), WEB_CHAT_PORT (8090),
+# CORS_ORIGINS (*), DEMO_PASSWORD, JWT_SECRET (generated once into data/jwt-secret when unset),
+# PROFILE (release | dev), RUST_LOG, OTEL_EXPORTER_OTLP_ENDPOINT (unset: traces not exported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,6 +19,11 @@ mkdir -p "$data/logs"
 PROFILE=${PROFILE:-release}
 NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 EDGE_PORT=${EDGE_PORT:-3000}
+WEB_CHAT_PORT=${WEB_CHAT_PORT:-8090}
+# The web chat is another origin (its own port), so the edge must allow it: `*` allows every
+# origin (the page sends no cookies, so it needs no credentials); a list such as
+# http://localhost:8090,http://127.0.0.1:8090 allows exactly those (docs/edge.md).
+CORS_ORIGINS=${CORS_ORIGINS:-*}
 DEMO_PASSWORD=${DEMO_PASSWORD:-switchboard}
 export RUST_LOG=${RUST_LOG:-info}
 export SUBJECT_PREFIX=${SUBJECT_PREFIX:-sb}
@@ -42,6 +50,10 @@ trap 'cleanup; exit 0' INT TERM
 
 # --- ports we need must be free ---
 answers 127.0.0.1 "$EDGE_PORT" && die "port $EDGE_PORT is taken; run with EDGE_PORT=<free port> make run"
+if [ "$WEB_CHAT_PORT" != off ]; then
+  answers 127.0.0.1 "$WEB_CHAT_PORT" \
+    && die "port $WEB_CHAT_PORT (the web chat example) is taken; run with WEB_CHAT_PORT=<free port> (or off) make run"
+fi
 for p in 50051 50052 50053 9101 9102 9103; do
   answers 127.0.0.1 $p && die "port $p is taken (Switchboard's default gRPC/metrics ports); stop what uses it, or is a previous 'make run' still running?"
 done
@@ -89,7 +101,7 @@ start auth "$bin/sb-auth" GRPC_ADDR=127.0.0.1:50051 METRICS_ADDR=127.0.0.1:9101 
 start presence "$bin/sb-presence" GRPC_ADDR=127.0.0.1:50052 METRICS_ADDR=127.0.0.1:9102
 start messaging "$bin/sb-messaging" GRPC_ADDR=127.0.0.1:50053 METRICS_ADDR=127.0.0.1:9103 \
   DATABASE_URL="sqlite:$data/messaging.db"
-start edge "$bin/sb-edge" LISTEN_ADDR="0.0.0.0:$EDGE_PORT" EDGE_ID=edge-local CORS_ORIGINS='*'
+start edge "$bin/sb-edge" LISTEN_ADDR="0.0.0.0:$EDGE_PORT" EDGE_ID=edge-local CORS_ORIGINS="$CORS_ORIGINS"
 
 edge_url=http://127.0.0.1:$EDGE_PORT
 for _ in $(seq 1 300); do
@@ -98,6 +110,26 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 curl -fsS "$edge_url/readyz" >/dev/null 2>&1 || die "the edge is not ready after 30 s; see data/logs/*.log"
+
+# --- the browser example, served from its own origin ---
+web_chat_line="  Web chat    not served (WEB_CHAT_PORT=off)"
+if [ "$WEB_CHAT_PORT" != off ]; then
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -m http.server --bind 127.0.0.1 --directory "$root/examples/web-chat" "$WEB_CHAT_PORT" \
+      >"$data/logs/web-chat.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do answers 127.0.0.1 "$WEB_CHAT_PORT" && break; sleep 0.1; done
+    answers 127.0.0.1 "$WEB_CHAT_PORT" || die "the web chat's server did not start; see data/logs/web-chat.log"
+    web_chat_line="  Web chat    http://localhost:$WEB_CHAT_PORT/?edge=http://localhost:$EDGE_PORT&auth=http://localhost:$EDGE_PORT&email=alice@example.com  (open it twice: alice and bob)"
+  else
+    web_chat_line="  Web chat    not served: python3 not found (serve examples/web-chat with any static server; see its README.md)"
+  fi
+fi
+traces_line=""
+if [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]; then
+  traces_line="  Traces      OTLP/gRPC to $OTEL_EXPORTER_OTLP_ENDPOINT from all four services (with Jaeger, its UI is on port 16686)"
+  [ "${OTEL_SDK_DISABLED:-false}" = true ] && traces_line="  Traces      not exported: OTEL_SDK_DISABLED=true (OTEL_EXPORTER_OTLP_ENDPOINT=$OTEL_EXPORTER_OTLP_ENDPOINT)"
+fi
 
 # --- demo users (idempotent) and their tokens ---
 # The CLI's built-in context `local` is this stack's addresses; logging the admin in stores its
@@ -123,7 +155,9 @@ Switchboard is running.
   gRPC        auth 127.0.0.1:50051, presence 127.0.0.1:50052, messaging 127.0.0.1:50053
   metrics     $edge_url/metrics, http://127.0.0.1:9101/metrics (9102, 9103)
   logs        data/logs/
-
+$web_chat_line
+${traces_line:+$traces_line
+}
 Demo users (password: $DEMO_PASSWORD), tokens valid for an hour:
   admin@example.com  ${tokens[admin]}
   alice@example.com  ${tokens[alice]}
