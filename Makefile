@@ -33,6 +33,8 @@ deps-test:
 	@scripts/ensure-postgres.sh
 	@scripts/ensure-kubectl.sh >/dev/null
 	@scripts/ensure-kubernetes-validate.sh >/dev/null
+	@scripts/ensure-promtool.sh >/dev/null
+	@scripts/ensure-check-jsonschema.sh >/dev/null
 
 ## lint: rustfmt and clippy, warnings are errors
 lint:

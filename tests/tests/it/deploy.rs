@@ -2,9 +2,11 @@
 //! engine), so they are parsed and cross-checked against each service's real `Config`: every
 //! environment variable they set is one the service reads, every setting the service requires
 //! is set, and ports, probes, selectors and config/secret references agree. The Kubernetes
-//! overlays are rendered and schema-validated first: [`kubernetes`].
+//! overlays are rendered and schema-validated first: [`kubernetes`]. The Prometheus rules,
+//! scrape config, Grafana dashboard and the compose `observability` profile: [`observability`].
 
 mod kubernetes;
+mod observability;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
