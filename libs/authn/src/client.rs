@@ -178,8 +178,10 @@ impl AuthClient {
         };
         let key = token_key(token);
         if let Some(user) = cache.get(&key) {
+            tracing::Span::current().record("switchboard.auth.cache", "hit");
             return Ok(user);
         }
+        tracing::Span::current().record("switchboard.auth.cache", "miss");
         let generation = cache.generation();
         let user = self.verify_remote(token).await?;
         cache.insert(key, &user, generation);
@@ -197,10 +199,15 @@ impl AuthClient {
     }
 
     async fn verify_remote(&self, token: &str) -> Result<VerifiedUser, AuthFailure> {
+        use tracing::Instrument as _;
         let request = pb::VerifyTokenRequest { token: token.to_owned() };
-        let response =
-            self.grpc.clone().verify_token(request).await.map_err(|status| AuthFailure::from_status(&status))?;
-        let response = response.into_inner();
+        let span = sb_telemetry::grpc::client_span("switchboard.auth.v1.AuthService/VerifyToken");
+        let response = self.grpc.clone().verify_token(request).instrument(span.clone()).await;
+        sb_telemetry::grpc::record_status(
+            &span,
+            response.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok),
+        );
+        let response = response.map_err(|status| AuthFailure::from_status(&status))?.into_inner();
         let user = response.user.ok_or_else(|| AuthFailure::Unavailable {
             detail: "auth answered VerifyToken without a user".to_owned(),
         })?;

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument as _;
 
 use sb_config::{NatsArgs, NatsAuth, NatsServers};
 
@@ -231,10 +232,12 @@ impl Bus {
 
     /// Publishes already-encoded bytes on a core subject, with trace headers.
     pub async fn publish_bytes(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        let span = sb_telemetry::nats::producer_span(&subject, None);
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject(&mut headers);
+        sb_telemetry::nats::inject_span(&span, &mut headers);
         self.client
             .publish_with_headers(subject.clone(), headers, payload)
+            .instrument(span)
             .await
             .map_err(|source| BusError::Publish { subject, source })
     }
@@ -249,15 +252,20 @@ impl Bus {
         payload: &T,
     ) -> Result<jetstream::publish::PublishAck, BusError> {
         let bytes = Bytes::from(serde_json::to_vec(payload)?);
+        let span = sb_telemetry::nats::producer_span(&subject, Some(msg_id));
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject(&mut headers);
+        sb_telemetry::nats::inject_span(&span, &mut headers);
         headers.insert(HEADER_MSG_ID, msg_id);
-        let pending = self
-            .jetstream
-            .publish_with_headers(subject.clone(), headers, bytes)
-            .await
-            .map_err(|source| BusError::JetStreamPublish { subject: subject.clone(), source })?;
-        pending.await.map_err(|source| BusError::JetStreamPublish { subject, source })
+        async {
+            let pending = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, bytes)
+                .await
+                .map_err(|source| BusError::JetStreamPublish { subject: subject.clone(), source })?;
+            pending.await.map_err(|source| BusError::JetStreamPublish { subject, source })
+        }
+        .instrument(span)
+        .await
     }
 
     /// Publishes an accepted message to the ingest stream: the subject comes
@@ -283,11 +291,13 @@ impl Bus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        let span = sb_telemetry::nats::producer_span(&subject, Some(msg_id));
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject(&mut headers);
+        sb_telemetry::nats::inject_span(&span, &mut headers);
         headers.insert(HEADER_MSG_ID, msg_id);
         self.jetstream
             .publish_with_headers(subject.clone(), headers, payload)
+            .instrument(span)
             .await
             .map_err(|source| BusError::JetStreamPublish { subject, source })
     }
@@ -300,12 +310,14 @@ impl Bus {
         query: &Q,
     ) -> Result<R, BusError> {
         let bytes = Bytes::from(serde_json::to_vec(query)?);
+        let span = sb_telemetry::nats::producer_span(&subject, None);
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject(&mut headers);
+        sb_telemetry::nats::inject_span(&span, &mut headers);
         let request = async_nats::Request::new().payload(bytes).headers(headers).timeout(Some(self.request_timeout));
         let message = self
             .client
             .send_request(subject.clone(), request)
+            .instrument(span)
             .await
             .map_err(|source| BusError::Request { subject: subject.clone(), source })?;
         let reply: Reply<R> = decode(&subject, &message.payload)?;
@@ -331,10 +343,12 @@ impl Bus {
             .subscribe(inbox.clone())
             .await
             .map_err(|source| BusError::Subscribe { subject: inbox.clone(), source })?;
+        let span = sb_telemetry::nats::producer_span(&subject, None);
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject(&mut headers);
+        sb_telemetry::nats::inject_span(&span, &mut headers);
         self.client
             .publish_with_reply_and_headers(subject.clone(), inbox, headers, bytes)
+            .instrument(span)
             .await
             .map_err(|source| BusError::Publish { subject: subject.clone(), source })?;
         let mut replies = Vec::new();

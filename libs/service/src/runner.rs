@@ -209,7 +209,7 @@ impl Service {
 
     /// Serves `router` on `listener` until the stop token; a failure stops
     /// the service.
-    pub fn serve_grpc(&self, listener: TcpListener, router: tonic::transport::server::Router) {
+    pub fn serve_grpc(&self, listener: TcpListener, router: sb_telemetry::grpc::Router) {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = self.shared.stop.clone();
         self.spawn_essential("gRPC server", async move {

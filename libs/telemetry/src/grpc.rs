@@ -1,6 +1,8 @@
 //! W3C trace context through gRPC: [`server_span`] for
 //! `Server::builder().trace_fn(..)` makes each request's span a child of the
-//! caller's `traceparent`; [`router`] starts a server with it and with the
+//! caller's `traceparent` (health checks and reflection get none) and
+//! [`StatusLayer`] records its status code; [`client_span`] is a call's
+//! client span; [`router`] starts a server with it and with the
 //! health and reflection services every Switchboard gRPC server carries;
 //! [`inject`] is a client interceptor that adds the current span's context
 //! to outgoing requests:
@@ -37,20 +39,124 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
+/// Whether requests to `path` get no span: health checks and reflection,
+/// which would otherwise fill a tracing backend with one trace per probe.
+pub fn is_untraced(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
 /// Opens the server span of one gRPC request, parented to the caller's
-/// `traceparent` header when there is one.
+/// `traceparent` header when there is one, named after the fully qualified
+/// method (`switchboard.auth.v1.AuthService/VerifyToken`) as the
+/// OpenTelemetry RPC conventions name it. Health and reflection requests get
+/// none ([`is_untraced`]). [`StatusLayer`] records the status code.
 pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    if is_untraced(path) {
+        return tracing::Span::none();
+    }
+    let method = path.trim_start_matches('/');
+    let (service, name) = method.split_once('/').unwrap_or((method, ""));
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(request.headers()))
     });
     let span = tracing::info_span!(
-        "grpc.request",
-        otel.name = %request.uri().path(),
+        "grpc.server",
+        otel.name = method,
         otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = name,
+        rpc.grpc.status_code = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     span
+}
+
+/// Opens the client span of one call to `method` (fully qualified, e.g.
+/// `switchboard.auth.v1.AuthService/VerifyToken`); enter it around the call
+/// so [`inject`] sends its context, and end it with [`record_status`].
+pub fn client_span(method: &'static str) -> tracing::Span {
+    let (service, name) = method.split_once('/').unwrap_or((method, ""));
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = name,
+        rpc.grpc.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records a call's outcome on its span ([`server_span`], [`client_span`]):
+/// `rpc.grpc.status_code` and, for a failure, the span status.
+pub fn record_status(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The router [`router`] returns: tonic's, with [`StatusLayer`].
+pub type Router =
+    tonic::transport::server::Router<tower::layer::util::Stack<StatusLayer, tower::layer::util::Identity>>;
+
+/// A tower layer for the gRPC server that records each response's status on
+/// the request's span (the current span while tonic polls the response). A unary call
+/// that fails answers with `grpc-status` in its headers; one that succeeds
+/// sends it in the trailers, after this layer saw the headers, so a response
+/// without the header is recorded as `OK`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusLayer;
+
+impl<S> tower::Layer<S> for StatusLayer {
+    type Service = StatusService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        StatusService { inner }
+    }
+}
+
+/// The service of [`StatusLayer`].
+#[derive(Debug, Clone)]
+pub struct StatusService<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for StatusService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            // tonic enters the request's span while it polls this future.
+            let span = tracing::Span::current();
+            let response = future.await?;
+            if !span.is_none() {
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+                record_status(&span, code);
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// The reflection services of one server, in both protocol versions:
@@ -74,9 +180,10 @@ pub fn router(
         impl tonic_reflection::server::v1::ServerReflection,
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
-) -> tonic::transport::server::Router {
+) -> Router {
     tonic::transport::Server::builder()
         .trace_fn(server_span)
+        .layer(StatusLayer)
         .add_service(health)
         .add_service(reflection.v1)
         .add_service(reflection.v1alpha)

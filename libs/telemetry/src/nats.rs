@@ -1,8 +1,11 @@
 //! W3C trace context through NATS message headers.
 //!
-//! Publishers call [`inject`] on the headers they send (the `sb-events`
+//! Publishers open a [`producer_span`] (`send <subject template>`) and
+//! [`inject_span`] its context into the headers they send (the `sb-events`
 //! publish helpers do); consumers open one span per message with
-//! [`consumer_span`], parented to the producer's context.
+//! [`consumer_span`] (`process <subject template>`), parented to the
+//! producer's. Names and attributes follow the OpenTelemetry messaging
+//! conventions (docs/tracing.md).
 
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
@@ -46,18 +49,97 @@ pub fn extract(headers: Option<&HeaderMap>) -> opentelemetry::Context {
     }
 }
 
+/// The subjects whose last token names an instance (a room, a user, an
+/// edge, a hashed email), by their two tokens before it, and the placeholder
+/// a span's destination shows instead (docs/subjects.md).
+const VARIABLE_SUBJECTS: &[(&str, &str, &str)] = &[
+    ("msg", "room", "{room}"),
+    ("msg", "user", "{user}"),
+    ("msg", "batch", "{edge}"),
+    ("deliver", "room", "{room}"),
+    ("deliver", "user", "{user}"),
+    ("deliver", "edge", "{edge}"),
+    ("presence", "ev", "{edge}"),
+    ("presence", "hb", "{edge}"),
+    ("auth", "login", "{key}"),
+    ("control", "edge", "{edge}"),
+];
+
+/// `subject` as a span names its destination: the instance token replaced
+/// by a placeholder (`sb.deliver.room.lobby` → `sb.deliver.room.{room}`), so
+/// there is one span name per kind of subject, never one per room or user,
+/// and no user id or room name in a span name.
+pub fn destination_template(subject: &str) -> String {
+    let mut tokens = subject.rsplitn(4, '.');
+    let (Some(_instance), Some(second), Some(first)) = (tokens.next(), tokens.next(), tokens.next()) else {
+        return subject.to_owned();
+    };
+    match VARIABLE_SUBJECTS.iter().find(|(a, b, _)| *a == first && *b == second) {
+        Some((_, _, placeholder)) => {
+            let cut = subject.rfind('.').map_or(0, |dot| dot + 1);
+            format!("{}{placeholder}", &subject[..cut])
+        }
+        None => subject.to_owned(),
+    }
+}
+
 /// Opens the consumer span for one NATS message on `subject`, parented to the
-/// producer's trace context. `name` is static (e.g. `"messaging.store"`).
-pub fn consumer_span(name: &'static str, subject: &str, headers: Option<&HeaderMap>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "nats.consume",
-        otel.name = name,
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.destination = subject,
-    );
+/// producer's trace context: named `process <subject template>`, with the
+/// OpenTelemetry messaging attributes. `handler` (e.g. `"messaging.store"`)
+/// says which of ours handled it. Callers may record
+/// `messaging.message.id` and `switchboard.sockets` on it.
+pub fn consumer_span(handler: &'static str, subject: &str, headers: Option<&HeaderMap>) -> tracing::Span {
+    let span = new_consumer_span(handler, subject);
     let _ = span.set_parent(extract(headers));
     span
+}
+
+fn new_consumer_span(handler: &'static str, subject: &str) -> tracing::Span {
+    let destination = destination_template(subject);
+    tracing::info_span!(
+        "nats.process",
+        otel.name = %format_args!("process {destination}"),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %destination,
+        messaging.message.id = tracing::field::Empty,
+        switchboard.handler = handler,
+        switchboard.sockets = tracing::field::Empty,
+    )
+}
+
+/// Opens the producer span of one publish to `subject` (a child of the
+/// current span): named `send <subject template>`. Instrument the publish
+/// with it and pass it to [`inject_span`], so the message carries its
+/// context. Outside any span (a heartbeat, a timer) there is no trace to
+/// continue and it returns `Span::none()`: a background publish starts no
+/// trace of its own.
+pub fn producer_span(subject: &str, message_id: Option<&str>) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    let destination = destination_template(subject);
+    tracing::info_span!(
+        "nats.send",
+        otel.name = %format_args!("send {destination}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %destination,
+        messaging.message.id = message_id,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Adds `span`'s trace context (`traceparent`, `tracestate`) to `headers`.
+pub fn inject_span(span: &tracing::Span, headers: &mut HeaderMap) {
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut NatsInjector(headers));
+    });
 }
 
 /// The current span's W3C trace context as text (`traceparent`,
@@ -75,18 +157,12 @@ pub fn current_trace_fields() -> (Option<String>, Option<String>) {
 /// As [`consumer_span`], parented to a context carried as text (see
 /// [`current_trace_fields`]).
 pub fn consumer_span_from_fields(
-    name: &'static str,
+    handler: &'static str,
     subject: &str,
     traceparent: Option<&str>,
     tracestate: Option<&str>,
 ) -> tracing::Span {
-    let span = tracing::info_span!(
-        "nats.consume",
-        otel.name = name,
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.destination = subject,
-    );
+    let span = new_consumer_span(handler, subject);
     let mut fields = std::collections::HashMap::new();
     if let Some(traceparent) = traceparent {
         fields.insert("traceparent".to_owned(), traceparent.to_owned());
@@ -103,6 +179,23 @@ pub fn consumer_span_from_fields(
 mod tests {
     use super::*;
     use opentelemetry::trace::TraceContextExt as _;
+
+    #[test]
+    fn destinations_name_the_kind_of_subject_not_the_instance() {
+        for (subject, template) in [
+            ("sb.deliver.room.lobby", "sb.deliver.room.{room}"),
+            ("acme.prod.msg.user.alice", "acme.prod.msg.user.{user}"),
+            ("sb.msg.batch.edge-1", "sb.msg.batch.{edge}"),
+            ("sb.deliver.edge.e1", "sb.deliver.edge.{edge}"),
+            ("sb.presence.ev.e1", "sb.presence.ev.{edge}"),
+            ("sb.msg.all", "sb.msg.all"),
+            ("sb.presence.query", "sb.presence.query"),
+            ("sb.deliver.presence", "sb.deliver.presence"),
+            ("room", "room"),
+        ] {
+            assert_eq!(destination_template(subject), template, "{subject}");
+        }
+    }
 
     #[test]
     fn headers_round_trip_the_trace() {

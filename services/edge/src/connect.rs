@@ -41,6 +41,7 @@ use sb_authn::AuthFailure;
 use sb_events::UserId;
 use serde_json::Value;
 use socketioxide::extract::TryData;
+use tracing::Instrument as _;
 
 use crate::bucket::TokenBucket;
 use crate::ctx::EdgeCtx;
@@ -91,8 +92,29 @@ pub(crate) async fn authenticate(
     let Some(ctx) = ctx.upgrade() else {
         return Err(ConnectRefusal::Unavailable);
     };
-    let result = authenticate_inner(&ctx, &socket, auth.ok()).await;
+    // One connect, one trace: VerifyToken and the session report are its children.
+    let span = tracing::info_span!(
+        parent: None,
+        "socketio.connect",
+        otel.name = "socketio connect",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        switchboard.event = "connect",
+        switchboard.transport = ?socket.transport_type(),
+        switchboard.user.id = tracing::field::Empty,
+        switchboard.auth.cache = tracing::field::Empty,
+        switchboard.connect.result = tracing::field::Empty,
+    );
+    let result = authenticate_inner(&ctx, &socket, auth.ok()).instrument(span.clone()).await;
+    span.record(
+        "switchboard.connect.result",
+        match &result {
+            Ok(()) => "accepted".to_owned(),
+            Err(refusal) => refusal.to_string(),
+        },
+    );
     if let Err(refusal) = &result {
+        span.record("otel.status_code", "error");
         ctx.metrics
             .connect_rejects
             .get_or_create(&crate::metrics::ReasonLabel { reason: refusal.metric_reason() })
@@ -120,6 +142,7 @@ async fn authenticate_inner(
         reason => ConnectRefusal::Token(reason),
     })?;
     let user_id = UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown))?;
+    tracing::Span::current().record("switchboard.user.id", user_id.as_str());
     let bucket = TokenBucket::new(ctx.rate_per_sec, f64::from(ctx.rate_burst), std::time::Instant::now());
     let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry, &ctx.drain.transports));
     ctx.registry.insert(&session)?;

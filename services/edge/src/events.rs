@@ -18,6 +18,7 @@ use sb_events::{MessageBody, MessageId, MessageTarget};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Socket;
+use tracing::Instrument as _;
 
 use crate::ctx::EdgeCtx;
 use crate::delivery::room_key;
@@ -47,9 +48,12 @@ pub(crate) async fn report_opened(ctx: &Arc<EdgeCtx>, session: &Arc<Session>) {
     ctx.metrics.connects.inc();
     ctx.metrics.sockets.inc();
     ctx.known_users.remember(&session.user.id);
-    let opened_seq = ctx.presence.opened(session);
+    // The reporter publishes the event with others; this span of the
+    // connect's trace lasts until the presence stream stored it.
+    let report = sb_telemetry::nats::producer_span(&ctx.bus.subjects.presence_events(&ctx.edge_id), None);
+    let opened_seq = report.in_scope(|| ctx.presence.opened(session));
     session.state.lock().opened_seq = Some(opened_seq.clone());
-    match tokio::time::timeout(OPENED_STORED_WAIT, opened_seq.wait()).await {
+    match tokio::time::timeout(OPENED_STORED_WAIT, opened_seq.wait()).instrument(report).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             tracing::warn!(sid = %session.sid, %error, "presence reporter stopped before storing this connect")
@@ -145,12 +149,16 @@ pub(crate) async fn handle(
         None => dispatch(ctx, session, &socket_ref, &frame).await,
     };
     let ack_handle = ack_sender(socket, ack_id);
+    let span = tracing::Span::current();
     match result {
         Ok(reply) => {
+            span.record("switchboard.event.result", "ok");
             ctx.metrics.event(name, "ok");
             ack(&socket_ref, ack_handle, &ctx.metrics, &reply);
         }
         Err(error) => {
+            span.record("switchboard.event.result", error.outcome());
+            span.record("otel.status_code", "error");
             ctx.metrics.event(name, error.outcome());
             tracing::info!(event = %echo_name(&frame.name), error = %error, "event refused");
             reply_error(&socket_ref, ack_handle, &ctx.metrics, &echo_name(&frame.name), &error);
@@ -186,6 +194,7 @@ async fn join_room(
     socket: &SocketRef,
     room: sb_events::RoomName,
 ) -> Result<Value, ClientError> {
+    tracing::Span::current().record("switchboard.room", room.as_str());
     let after_seq = if session.in_room(&room) {
         None
     } else {
@@ -234,6 +243,7 @@ fn leave_room(
     socket: &SocketRef,
     room: sb_events::RoomName,
 ) -> Result<Value, ClientError> {
+    tracing::Span::current().record("switchboard.room", room.as_str());
     let lease = session.state.lock().rooms.remove(&room);
     if let Some(lease) = lease {
         socket.leave(room_key(&room));
@@ -249,6 +259,9 @@ async fn send_message(
     socket: &SocketRef,
     request: payload::SendMessage,
 ) -> Result<Value, ClientError> {
+    if let MessageTarget::Room(room) = &request.target {
+        tracing::Span::current().record("switchboard.room", room.as_str());
+    }
     match &request.target {
         MessageTarget::Room(room) if !session.in_room(room) => {
             return Err(ClientError::NotMember(room.as_str().to_owned()));

@@ -83,6 +83,7 @@ struct InFlight {
 #[derive(Clone)]
 pub struct Ingest {
     sender: mpsc::UnboundedSender<Pending>,
+    subjects: std::sync::Arc<sb_events::Subjects>,
 }
 
 impl Ingest {
@@ -97,6 +98,7 @@ impl Ingest {
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
+        let subjects = std::sync::Arc::new(bus.subjects.clone());
         let batcher = Batcher {
             subject: bus.subjects.ingest_batch(edge),
             bus,
@@ -108,17 +110,23 @@ impl Ingest {
             metrics,
         };
         tracker.spawn(batcher.run(receiver, stop));
-        Self { sender }
+        Self { sender, subjects }
     }
 
     /// Publishes `message` with the next batch and returns once the stream
     /// stored it (or refused it). Call it inside the event's span: the
-    /// message carries that span's trace context.
+    /// message's producer span (`send <p>.msg.<kind>…`, from now until the
+    /// stream's verdict) is its child, and the message carries its context.
     pub async fn publish(&self, message: MessageAccepted) -> Result<(), IngestError> {
-        let (traceparent, tracestate) = sb_telemetry::nats::current_trace_fields();
+        let span = sb_telemetry::nats::producer_span(&self.subjects.ingest(&message.target), Some(message.id.as_str()));
+        let (traceparent, tracestate) = span.in_scope(sb_telemetry::nats::current_trace_fields);
         let (done, verdict) = oneshot::channel();
         self.sender.send(Pending { message, traceparent, tracestate, done }).map_err(|_| IngestError::Stopped)?;
-        verdict.await.unwrap_or(Err(IngestError::Stopped))
+        let verdict = verdict.await.unwrap_or(Err(IngestError::Stopped));
+        if verdict.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        verdict
     }
 }
 

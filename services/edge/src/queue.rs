@@ -154,9 +154,12 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
                     "socketio.event",
                     otel.name = %format_args!("socketio {}", crate::payload::metric_name(&frame.name)),
                     otel.kind = "server",
-                    event = %echo_name(&frame.name),
-                    sid = %socket.id,
-                    user = %session.user.id,
+                    otel.status_code = tracing::field::Empty,
+                    switchboard.event = %echo_name(&frame.name),
+                    switchboard.socket.id = %socket.id,
+                    switchboard.user.id = %session.user.id,
+                    switchboard.room = tracing::field::Empty,
+                    switchboard.event.result = tracing::field::Empty,
                     queued_us = received.elapsed().as_micros() as u64,
                 );
                 let step = crate::events::handle(&ctx, &session, &socket, frame, ack_id).instrument(span);

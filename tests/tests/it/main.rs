@@ -12,3 +12,4 @@ mod presence;
 mod readiness;
 mod reflection;
 mod secure;
+mod traces;

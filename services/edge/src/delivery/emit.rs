@@ -22,10 +22,11 @@ pub(crate) fn local_socket(io: &SocketIo, sid: Sid) -> Option<socketioxide::extr
     root(io)?.get_socket(sid)
 }
 
-/// Emits `delivery` once to the local sockets of `target`.
-pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
+/// Emits `delivery` once to the local sockets of `target`; returns to how
+/// many sockets it was written.
+pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) -> usize {
     let Some(all) = root(&inner.io) else {
-        return;
+        return 0;
     };
     let except_socket =
         delivery.except_socket.as_deref().and_then(|sid| sid.parse::<Sid>().ok()).and_then(|sid| all.get_socket(sid));
@@ -40,16 +41,19 @@ pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) {
     if let Some(user) = delivery.except_user.as_deref() {
         operators = operators.except(user_key_text(user));
     }
-    let mut written = false;
+    let mut written = 0;
     for socket in operators.sockets() {
-        written = true;
-        if let Err(error) = socket.emit(&delivery.event, &delivery.data) {
-            crate::socket::send_failed(&socket, &inner.metrics, &error);
+        match socket.emit(&delivery.event, &delivery.data) {
+            Ok(()) => written += 1,
+            Err(error) => crate::socket::send_failed(&socket, &inner.metrics, &error),
         }
     }
-    if written && let Some(sent_at_ms) = delivery.sent_at_ms {
+    if written > 0
+        && let Some(sent_at_ms) = delivery.sent_at_ms
+    {
         inner.metrics.observe_delivery_latency(sent_at_ms);
     }
+    written
 }
 
 fn user_key_text(user: &str) -> String {

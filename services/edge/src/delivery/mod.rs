@@ -299,7 +299,8 @@ async fn handle_message(inner: &Inner, entry: &Entry, message: async_nats::Messa
             }
         };
         inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: entry.target.scope() }).inc();
-        emit::emit(inner, &entry.target, &delivery);
+        let written = emit::emit(inner, &entry.target, &delivery);
+        tracing::Span::current().record("switchboard.sockets", written);
     }
     .instrument(span)
     .await

@@ -41,12 +41,14 @@ async fn emit_batch(inner: &Inner, message: &async_nats::Message) {
         }
     };
     let sockets = usize::try_from(inner.metrics.sockets.get()).unwrap_or(0);
+    let mut written = 0;
     for delivery in &batch.deliveries {
         if !inner.presence_throttle.lock().admit(Instant::now(), sockets) {
             inner.metrics.dropped("presence_rate");
             continue;
         }
         inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "presence" }).inc();
-        emit::emit(inner, &Target::All, delivery);
+        written += emit::emit(inner, &Target::All, delivery);
     }
+    tracing::Span::current().record("switchboard.sockets", written);
 }

@@ -69,6 +69,7 @@ async fn emit_edge_batch(inner: &Inner, message: &async_nats::Message) {
             return;
         }
     };
+    let mut written = 0;
     for delivery in batch.deliveries {
         let Ok(user) = UserId::parse(delivery.user) else {
             inner.metrics.dropped("undecodable");
@@ -81,8 +82,9 @@ async fn emit_edge_batch(inner: &Inner, message: &async_nats::Message) {
             except_user: None,
             sent_at_ms: delivery.sent_at_ms,
         };
-        deliver(inner, user, &delivery).await;
+        written += deliver(inner, user, &delivery).await;
     }
+    tracing::Span::current().record("switchboard.sockets", written);
 }
 
 async fn emit_user_delivery(inner: &Inner, message: &async_nats::Message) {
@@ -96,7 +98,10 @@ async fn emit_user_delivery(inner: &Inner, message: &async_nats::Message) {
     let span = sb_telemetry::nats::consumer_span("edge.deliver", &message.subject, message.headers.as_ref());
     async {
         match serde_json::from_slice::<Delivery>(&message.payload) {
-            Ok(delivery) => deliver(inner, user, &delivery).await,
+            Ok(delivery) => {
+                let written = deliver(inner, user, &delivery).await;
+                tracing::Span::current().record("switchboard.sockets", written);
+            }
             Err(error) => {
                 tracing::warn!(subject = %message.subject, %error, "dropping a delivery that is not a Delivery");
                 inner.metrics.dropped("undecodable");
@@ -107,9 +112,10 @@ async fn emit_user_delivery(inner: &Inner, message: &async_nats::Message) {
     .await;
 }
 
-/// Emits `delivery` to `user`'s local sockets, buffering it for the ones still claiming.
-async fn deliver(inner: &Inner, user: UserId, delivery: &Delivery) {
+/// Emits `delivery` to `user`'s local sockets, buffering it for the ones
+/// still claiming; returns to how many sockets it was written.
+async fn deliver(inner: &Inner, user: UserId, delivery: &Delivery) -> usize {
     inner.metrics.deliveries.get_or_create(&ScopeLabel { scope: "user" }).inc();
     claim::buffer_for_claimers(inner, &user, delivery);
-    emit::emit(inner, &Target::User(user), delivery);
+    emit::emit(inner, &Target::User(user), delivery)
 }

@@ -80,6 +80,7 @@ async fn decode(ingest: &Ingest, batch: Vec<Message>) -> (Vec<Message>, Vec<Item
                             entry.traceparent.as_deref(),
                             entry.tracestate.as_deref(),
                         );
+                        span.record("messaging.message.id", entry.message.id.as_str());
                         (span, entry.message)
                     })
                     .collect::<Vec<_>>()
@@ -91,6 +92,7 @@ async fn decode(ingest: &Ingest, batch: Vec<Message>) -> (Vec<Message>, Vec<Item
                     message.subject.as_str(),
                     message.headers.as_ref(),
                 );
+                span.record("messaging.message.id", accepted.id.as_str());
                 vec![(span, accepted)]
             })
         };
@@ -196,9 +198,15 @@ async fn store(ingest: &Ingest, items: &[Item], locations: &Locations) -> bool {
     let store_span = tracing::info_span!(
         parent: &items[0].span,
         "messaging.store",
+        otel.name = "INSERT messages",
         otel.kind = "client",
-        db.operation = "insert",
-        batch_size = rows.len(),
+        db.system.name = match ingest.store.backend() {
+            sb_db::Backend::Postgres => "postgresql",
+            sb_db::Backend::Sqlite => "sqlite",
+        },
+        db.operation.name = "INSERT",
+        db.collection.name = "messages",
+        db.operation.batch.size = rows.len(),
     );
     for item in &items[1..] {
         store_span.add_link(item.span.context().span().span_context().clone());
