@@ -13,6 +13,7 @@
 //!   until the test stops or drops it.
 //! - [`CrashableRuntime`] runs a service on its own runtime so a test can
 //!   kill it as `kill -9` would.
+//! - [`otlp::Collector`] receives OTLP spans (the tracing test, `otlp-sink`).
 //! - [`grpc::list_services`] asks a gRPC server's reflection what it serves.
 //! - [`http`] sends plain HTTP requests to `/metrics`, `/readyz` and the
 //!   edge's HTTP API, and reads metric values.
@@ -29,6 +30,7 @@ pub mod http;
 pub mod jwt;
 pub mod messaging;
 mod nats;
+pub mod otlp;
 pub mod postgres;
 pub mod presence;
 mod running;

@@ -14,107 +14,27 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
-use parking_lot::Mutex;
 use sb_proto::auth::v1 as pb;
 use sb_tests::auth::AuthHandle;
 use sb_tests::cluster::{ServiceProcess, free_port, wait_ready};
 use sb_tests::edge::{TestClient, TokenVia, Transport};
+use sb_tests::otlp::{Collector, Seen};
 use sb_tests::{DbKind, NatsServer, TestDatabase};
 use serde_json::json;
 
 const SECRET_TEXT: &str = "tracing-must-never-carry-this-text";
 const READY: Duration = Duration::from_secs(60);
 
-/// One span as the collector received it, with its process's resource.
-#[derive(Debug, Clone)]
-struct Seen {
-    service: String,
-    instance: String,
-    span: Span,
+/// Waiting for what the processes export.
+trait Waits {
+    fn in_trace(&self, trace: &[u8]) -> Vec<Seen>;
+    async fn span(&self, what: &str, find: impl Fn(&Seen) -> bool) -> Seen;
+    async fn trace_until(&self, what: &str, trace: &[u8], done: impl Fn(&[Seen]) -> bool) -> Vec<Seen>;
 }
 
-impl Seen {
-    fn name(&self) -> &str {
-        &self.span.name
-    }
-
-    fn attribute(&self, key: &str) -> Option<String> {
-        attribute(&self.span.attributes, key)
-    }
-
-    fn trace(&self) -> &[u8] {
-        &self.span.trace_id
-    }
-}
-
-fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()).map(text)
-}
-
-fn text(value: &AnyValue) -> String {
-    match &value.value {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// The in-process OTLP collector.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Seen>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = resource_spans.resource.map(|r| r.attributes).unwrap_or_default();
-            let service = attribute(&resource, "service.name").unwrap_or_default();
-            let instance = attribute(&resource, "service.instance.id").unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push(Seen { service: service.clone(), instance: instance.clone(), span });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
-    }
-}
-
-impl Collector {
-    async fn start() -> (Self, SocketAddr) {
-        let collector = Self::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
-        let addr = listener.local_addr().expect("collector address");
-        let service = TraceServiceServer::new(collector.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream_of(listener))
-                .await
-                .expect("the collector serves");
-        });
-        (collector, addr)
-    }
-
-    fn all(&self) -> Vec<Seen> {
-        self.spans.lock().clone()
-    }
-
+impl Waits for Collector {
     fn in_trace(&self, trace: &[u8]) -> Vec<Seen> {
         self.all().into_iter().filter(|seen| seen.trace() == trace).collect()
     }
@@ -151,15 +71,6 @@ impl Collector {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn tokio_stream_of(
-    listener: tokio::net::TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
-        Some((accepted, listener))
-    })
 }
 
 /// Where `make test` put the service binaries.
