@@ -118,6 +118,14 @@ pub fn normalize_addr(addr: &str) -> String {
 pub struct AuthClient {
     grpc: AuthGrpcClient,
     cache: Option<Arc<VerifyCache>>,
+    cache_counts: Option<CacheCounts>,
+}
+
+/// Counters of the verify cache's answers (see [`AuthClient::count_cache`]).
+#[derive(Clone, Debug)]
+struct CacheCounts {
+    hits: prometheus_client::metrics::counter::Counter,
+    misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for AuthClient {
@@ -147,7 +155,7 @@ impl AuthClient {
     /// A client over an existing channel (no verify cache).
     pub fn from_channel(channel: Channel) -> Self {
         let inject: InjectFn = sb_telemetry::grpc::inject;
-        Self { grpc: AuthServiceClient::with_interceptor(channel, inject), cache: None }
+        Self { grpc: AuthServiceClient::with_interceptor(channel, inject), cache: None, cache_counts: None }
     }
 
     /// Turns on the short positive verify cache. Use it where tokens repeat
@@ -156,6 +164,19 @@ impl AuthClient {
     #[must_use]
     pub fn with_verify_cache(mut self, settings: VerifyCacheSettings) -> Self {
         self.cache = Some(Arc::new(VerifyCache::new(settings)));
+        self
+    }
+
+    /// Counts each [`Self::verify`] the cache answered in `hits`, each it
+    /// passed on to auth in `misses` (the edge's
+    /// `switchboard_edge_token_cache_total`). Without a cache nothing counts.
+    #[must_use]
+    pub fn count_cache(
+        mut self,
+        hits: prometheus_client::metrics::counter::Counter,
+        misses: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.cache_counts = Some(CacheCounts { hits, misses });
         self
     }
 
@@ -179,9 +200,15 @@ impl AuthClient {
         let key = token_key(token);
         if let Some(user) = cache.get(&key) {
             tracing::Span::current().record("switchboard.auth.cache", "hit");
+            if let Some(counts) = &self.cache_counts {
+                counts.hits.inc();
+            }
             return Ok(user);
         }
         tracing::Span::current().record("switchboard.auth.cache", "miss");
+        if let Some(counts) = &self.cache_counts {
+            counts.misses.inc();
+        }
         let generation = cache.generation();
         let user = self.verify_remote(token).await?;
         cache.insert(key, &user, generation);

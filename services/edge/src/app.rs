@@ -144,6 +144,10 @@ impl App {
 
         let mut prometheus = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut prometheus);
+        let auth = auth.count_cache(
+            metrics.token_cache.get_or_create(&crate::metrics::CacheResultLabel { result: "hit" }).clone(),
+            metrics.token_cache.get_or_create(&crate::metrics::CacheResultLabel { result: "miss" }).clone(),
+        );
         bus.register_metrics(prometheus.sub_registry_with_prefix("switchboard_edge"));
         let max_sockets = config.resolved_max_sockets();
         let registry = Registry::with_limits(SessionLimits {

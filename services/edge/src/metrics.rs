@@ -28,6 +28,28 @@ pub struct EventLabels {
     pub outcome: &'static str,
 }
 
+/// `event` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// A known client event name, or `unknown`.
+    pub event: &'static str,
+}
+
+/// `result` label of the token cache (`hit`, `miss`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheResultLabel {
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// A histogram of one event's handling time.
+pub type EventDurations = Family<EventLabel, Histogram, fn() -> Histogram>;
+
+fn event_duration_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 /// `scope` label (`room`, `user`, `all`, `pending`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScopeLabel {
@@ -57,6 +79,11 @@ pub struct Metrics {
     pub sockets: Gauge,
     /// Client events handled, by name and outcome.
     pub events: Family<EventLabels, Counter>,
+    /// From an event's arrival (queued) to its reply, by name.
+    pub event_duration: EventDurations,
+    /// Connects whose token the edge's verify cache answered (`hit`) or
+    /// that asked auth (`miss`).
+    pub token_cache: Family<CacheResultLabel, Counter>,
     /// Deliveries received from NATS and emitted to local sockets, by scope.
     pub deliveries: Family<ScopeLabel, Counter>,
     /// Emits that did not reach a socket, by reason (`buffer_full`: the socket is
@@ -91,6 +118,8 @@ impl Metrics {
             connect_rejects: Family::default(),
             sockets: Gauge::default(),
             events: Family::default(),
+            event_duration: Family::new_with_constructor(event_duration_histogram),
+            token_cache: Family::default(),
             deliveries: Family::default(),
             dropped_emits: Family::default(),
             delivery_subscriptions: Gauge::default(),
@@ -114,6 +143,16 @@ impl Metrics {
         edge.register("connect_rejects", "Refused Socket.IO connections by reason", metrics.connect_rejects.clone());
         edge.register("sockets", "Sockets connected now", metrics.sockets.clone());
         edge.register("events", "Client events by name and outcome", metrics.events.clone());
+        edge.register(
+            "event_duration_seconds",
+            "From a client event's arrival to its reply (queueing included), by event",
+            metrics.event_duration.clone(),
+        );
+        edge.register(
+            "token_cache",
+            "Token verifications answered by the edge's verify cache (hit) or by auth (miss)",
+            metrics.token_cache.clone(),
+        );
         edge.register("deliveries", "Deliveries emitted to local sockets by scope", metrics.deliveries.clone());
         edge.register("dropped_emits", "Emits that did not reach a socket by reason", metrics.dropped_emits.clone());
         edge.register(
@@ -158,6 +197,9 @@ impl Metrics {
             drop(metrics.drain_closes.get_or_create(&TransportLabel { transport }));
         }
         drop(metrics.drain_closes.get_or_create(&TransportLabel { transport: "nothing" }));
+        for result in ["hit", "miss"] {
+            drop(metrics.token_cache.get_or_create(&CacheResultLabel { result }));
+        }
         Arc::new(metrics)
     }
 

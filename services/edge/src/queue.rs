@@ -162,10 +162,15 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
                     switchboard.event.result = tracing::field::Empty,
                     queued_us = received.elapsed().as_micros() as u64,
                 );
+                let event = crate::payload::metric_name(&frame.name);
                 let step = crate::events::handle(&ctx, &session, &socket, frame, ack_id).instrument(span);
                 if AssertUnwindSafe(step).catch_unwind().await.is_err() {
                     tracing::error!(sid = %socket.id, "an event handler panicked");
                 }
+                ctx.metrics
+                    .event_duration
+                    .get_or_create(&crate::metrics::EventLabel { event })
+                    .observe(received.elapsed().as_secs_f64());
             }
             Job::Close => {
                 crate::events::close(&ctx, &session).await;
