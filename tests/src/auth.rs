@@ -161,3 +161,29 @@ impl AuthHandle {
         self.service.stop().await
     }
 }
+
+/// Logs the bootstrap admin ([`ADMIN_EMAIL`]) in to the auth at `auth_addr`
+/// (a separate process), seeds users `u1..u<count>` (`u<n>@example.com`)
+/// and returns the admin's token.
+pub async fn seed_users(auth_addr: &str, count: u32) -> anyhow::Result<String> {
+    let mut client = AuthServiceClient::connect(auth_addr.to_owned()).await.context("connect to auth")?;
+    let login = client
+        .login(pb::LoginRequest { email: ADMIN_EMAIL.to_owned(), password: ADMIN_PASSWORD.to_owned() })
+        .await
+        .context("log the bootstrap admin in")?
+        .into_inner();
+    client
+        .seed_users(AuthHandle::with_token(
+            pb::SeedUsersRequest {
+                count,
+                id_prefix: "u".to_owned(),
+                email_domain: "example.com".to_owned(),
+                admin_every: 0,
+                password: String::new(),
+            },
+            &login.token,
+        ))
+        .await
+        .context("seed users")?;
+    Ok(login.token)
+}

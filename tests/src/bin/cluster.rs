@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use sb_proto::auth::v1 as pb;
 use sb_tests::cluster::{Balancer, NatsCluster, ServiceProcess, free_port, wait_ready};
 use sb_tests::{PrivatePostgres, TestDatabase};
 use serde_json::{Value, json};
@@ -162,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
         &logs,
     )?;
     auth.wait_ready().await?;
-    let admin_token = seed_users(&auth_addr, args.users).await?;
+    let admin_token = sb_tests::auth::seed_users(&auth_addr, args.users).await?;
 
     let mut presence = Vec::new();
     for index in 0..args.presence {
@@ -281,32 +280,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Seeds `u1..uN` (`u<i>@example.com`) as the bootstrap admin; returns the admin's token.
-async fn seed_users(auth_addr: &str, count: u32) -> anyhow::Result<String> {
-    let mut client = pb::auth_service_client::AuthServiceClient::connect(auth_addr.to_owned()).await?;
-    let login = client
-        .login(pb::LoginRequest {
-            email: sb_tests::auth::ADMIN_EMAIL.to_owned(),
-            password: sb_tests::auth::ADMIN_PASSWORD.to_owned(),
-        })
-        .await
-        .context("log the bootstrap admin in")?
-        .into_inner();
-    client
-        .seed_users(sb_tests::auth::AuthHandle::with_token(
-            pb::SeedUsersRequest {
-                count,
-                id_prefix: "u".to_owned(),
-                email_domain: "example.com".to_owned(),
-                admin_every: 0,
-                password: String::new(),
-            },
-            &login.token,
-        ))
-        .await
-        .context("seed users")?;
-    Ok(login.token)
-}
-
 async fn run_command(cluster: &mut Cluster, line: &str) -> anyhow::Result<Value> {
     let command: Value = serde_json::from_str(line).context("a command is one JSON object per line")?;
     let index = command["index"].as_u64().unwrap_or(0) as usize;

@@ -14,6 +14,20 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory as _;
 use serde_norway::Value;
 
+/// The path of a tool from its `scripts/ensure-*.sh` (kubectl, promtool,
+/// check-jsonschema, …), or from `env` when set; the script's message is the
+/// failure when it cannot provide one.
+fn tool(script: &str, env: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env) {
+        return PathBuf::from(bin);
+    }
+    let output = std::process::Command::new(repo_root().join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(output.status.success(), "scripts/{script} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repo").to_path_buf()
 }

@@ -206,28 +206,8 @@ impl Processes {
 
     /// Seeds `u1..u<count>` and returns the admin's token and a token per user.
     async fn users(&self, count: u32) -> (String, Vec<String>) {
+        let admin = sb_tests::auth::seed_users(&self.auth_addr, count).await.expect("seed users");
         let mut auth = self.auth().await;
-        let admin = auth
-            .login(pb::LoginRequest {
-                email: sb_tests::auth::ADMIN_EMAIL.to_owned(),
-                password: sb_tests::auth::ADMIN_PASSWORD.to_owned(),
-            })
-            .await
-            .expect("admin login")
-            .into_inner()
-            .token;
-        auth.seed_users(AuthHandle::with_token(
-            pb::SeedUsersRequest {
-                count,
-                id_prefix: "u".to_owned(),
-                email_domain: "example.com".to_owned(),
-                admin_every: 0,
-                password: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .expect("seed users");
         let mut tokens = Vec::new();
         for n in 1..=count {
             let issued = auth

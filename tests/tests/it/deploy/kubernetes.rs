@@ -8,14 +8,13 @@
 //! and the NATS cluster's configuration against its StatefulSet (and `nats-server -t`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_norway::Value;
 
-use super::{port_of, read, repo_root, services, str_of};
+use super::{port_of, read, repo_root, services, str_of, tool};
 
 /// Overlays that render a whole Switchboard instance, besides every folder of `teams/`.
 const OVERLAYS: &[&str] = &["overlays/dev", "overlays/prod"];
@@ -47,18 +46,6 @@ fn instances() -> Vec<String> {
     assert!(!team_dirs.is_empty(), "deploy/k8s/teams has the example team");
     dirs.extend(team_dirs);
     dirs
-}
-
-/// The path of a tool from its `scripts/ensure-*.sh`, or from `env` when set.
-fn tool(script: &str, env: &str) -> PathBuf {
-    if let Some(bin) = std::env::var_os(env) {
-        return PathBuf::from(bin);
-    }
-    let output = Command::new(repo_root().join("scripts").join(script))
-        .output()
-        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
-    assert!(output.status.success(), "scripts/{script} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
 /// One overlay's `kubectl kustomize` output.

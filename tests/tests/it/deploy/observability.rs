@@ -15,12 +15,11 @@
 //!   by PyPI's `check-jsonschema` (`scripts/ensure-check-jsonschema.sh`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_norway::Value;
 
-use super::{port_of, read, repo_root, str_of};
+use super::{port_of, read, repo_root, str_of, tool};
 
 const DASHBOARD: &str = "deploy/grafana/switchboard.json";
 const ALERTS: &str = "deploy/prometheus/alerts.yaml";
@@ -90,19 +89,6 @@ const AGGREGATIONS: &str = "avg bottomk count count_values group max min quantil
 /// Keywords followed by a parenthesised list of label names.
 const LABEL_LIST_KEYWORDS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
 const OTHER_KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "atan2", "inf", "nan"];
-
-/// The path of a tool from its `scripts/ensure-*.sh`, or from `env` when set; the script's
-/// message is the failure when it cannot provide one.
-fn tool(script: &str, env: &str) -> PathBuf {
-    if let Some(bin) = std::env::var_os(env) {
-        return PathBuf::from(bin);
-    }
-    let output = Command::new(repo_root().join("scripts").join(script))
-        .output()
-        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
-    assert!(output.status.success(), "scripts/{script} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
 
 fn run(command: &mut Command) -> (bool, String) {
     let output = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
