@@ -163,12 +163,21 @@ impl App {
         service.spawn("start-up replay", async move {
             let bus = bus_for_start;
             let stop = started.stop_token();
+            let replay = std::time::Instant::now();
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 _ = replica.wait_applied(stream_last_seq, Duration::MAX) => {}
             }
-            tracing::info!(replica = %replica.id, applied = replica.applied_seq(), "presence state rebuilt from the stream");
-            let queries = crate::query::serve_queries(bus.clone(), replica.clone(), started.tracker().clone(), stop.clone());
+            let took = replay.elapsed();
+            replica.metrics.replay_seconds.set(took.as_secs_f64());
+            tracing::info!(
+                replica = %replica.id,
+                applied = replica.applied_seq(),
+                ?took,
+                "presence state rebuilt from the stream"
+            );
+            let queries =
+                crate::query::serve_queries(bus.clone(), replica.clone(), started.tracker().clone(), stop.clone());
             started.spawn_essential("presence queries", queries);
             let liveness = LivenessSettings {
                 timeout_min: config.edge_timeout_min,
@@ -176,7 +185,10 @@ impl App {
                 stream_max_age: config.stream_max_age,
             };
             let tracker = started.tracker().clone();
-            started.spawn_essential("edge liveness", run_liveness(bus.clone(), replica.clone(), liveness, tracker, stop.clone()));
+            started.spawn_essential(
+                "edge liveness",
+                run_liveness(bus.clone(), replica.clone(), liveness, tracker, stop.clone()),
+            );
             let lease = Lease::new(bus.clone(), replica.id.clone(), config.lease_ttl);
             started.spawn_background(crate::emit::run_emitter(
                 bus.clone(),

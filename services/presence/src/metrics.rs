@@ -22,6 +22,8 @@ pub struct Metrics {
     pub applied_seq: Gauge,
     /// Stream messages not applied yet (last stream sequence − applied).
     pub lag: Gauge,
+    /// How long the start-up replay took, in seconds (0 until it ended).
+    pub replay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Transitions computed by the state machine (every replica).
     pub transitions_computed: Counter,
     /// Transitions published, by change (`online`, `offline`, `joined`, `left`); leader only.
@@ -55,6 +57,11 @@ impl Metrics {
         registry.register("events_applied", "Presence stream messages applied", self.events_applied.clone());
         registry.register("applied_seq", "Last presence stream sequence applied", self.applied_seq.clone());
         registry.register("lag", "Presence stream messages not applied yet", self.lag.clone());
+        registry.register(
+            "replay_seconds",
+            "How long this replica's start-up replay of the presence stream took (0 while it runs)",
+            self.replay_seconds.clone(),
+        );
         registry.register("transitions_computed", "Transitions computed", self.transitions_computed.clone());
         registry.register("transitions_emitted", "Transitions published, by change", self.transitions_emitted.clone());
         registry.register(
