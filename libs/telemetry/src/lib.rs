@@ -24,6 +24,26 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// A span's trace context, kept so later work joins the same trace without
+/// keeping the span itself open (a span ends when its last handle drops):
+/// e.g. the connect step that runs after a connect's span ended.
+#[derive(Clone, Debug)]
+pub struct TraceLink(opentelemetry::Context);
+
+impl TraceLink {
+    /// The trace context of `span`.
+    pub fn of(span: &tracing::Span) -> Self {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        Self(span.context())
+    }
+
+    /// Makes `span` a child of the linked span.
+    pub fn parent(&self, span: &tracing::Span) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span.set_parent(self.0.clone());
+    }
+}
+
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -106,6 +106,10 @@ pub(crate) async fn authenticate(
         switchboard.connect.result = tracing::field::Empty,
     );
     let result = authenticate_inner(&ctx, &socket, auth.ok()).instrument(span.clone()).await;
+    if result.is_ok() {
+        // The connect step (pending claim) joins this trace once the client has its CONNECT.
+        socket.extensions.insert(sb_telemetry::TraceLink::of(&span));
+    }
     span.record(
         "switchboard.connect.result",
         match &result {

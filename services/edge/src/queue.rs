@@ -131,7 +131,17 @@ async fn drain(ctx: Arc<EdgeCtx>, session: Weak<Session>, socket: Arc<Socket>) {
     };
     let needs_open = !session.state.lock().connect_step_done;
     if needs_open {
-        let step = crate::events::open(&ctx, &session);
+        let span = tracing::info_span!(
+            parent: None,
+            "socketio.connected",
+            otel.name = "socketio connected",
+            switchboard.user.id = %session.user.id,
+            switchboard.socket.id = %socket.id,
+        );
+        if let Some(link) = socket.extensions.get::<sb_telemetry::TraceLink>() {
+            link.parent(&span);
+        }
+        let step = crate::events::open(&ctx, &session).instrument(span);
         if AssertUnwindSafe(step).catch_unwind().await.is_err() {
             tracing::error!(sid = %socket.id, "the connect step panicked");
         }

@@ -279,7 +279,7 @@ fn find<'a>(spans: &'a [Seen], service: &str, name: &str) -> &'a Seen {
 async fn one_trace_per_message_connect_and_revocation_across_processes() {
     let (collector, collector_addr) = Collector::start().await;
     let stack = Processes::start(collector_addr).await;
-    let (admin, tokens) = stack.users(4).await;
+    let (admin, tokens) = stack.users(5).await;
 
     // A connect: handshake → VerifyToken (edge client, auth server) → session report.
     let u1 = TestClient::connect(&stack.edges[0], Some(&tokens[0]), TokenVia::AuthObject, Transport::Websocket)
@@ -369,6 +369,34 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
         assert!(!destination.contains("lobby"), "a destination names the subject template: {destination}");
         assert!(messaging_span.attribute("messaging.operation.type").is_some());
     }
+
+    // A private message to u5 while offline is claimed by u5's connect, in the connect's trace.
+    let offline = u1.ack("send_message", json!({"to": "u5", "message": SECRET_TEXT})).await.expect("private to u5");
+    let offline_id = offline["id"].as_str().expect("message id").to_owned();
+    // Messaging's process span ends once the message is stored (as pending: u5 is offline).
+    collector
+        .span("u5's message stored", |seen| {
+            seen.service == "switchboard-messaging"
+                && seen.attribute("messaging.message.id").as_deref() == Some(offline_id.as_str())
+        })
+        .await;
+    let u5 = TestClient::connect(&stack.edges[2], Some(&tokens[4]), TokenVia::AuthObject, Transport::Websocket)
+        .await
+        .expect("u5 connects to edge-2");
+    u5.event_where("new_message", |v| v["id"] == offline_id.as_str()).await.expect("the offline message on connect");
+    let connect = collector
+        .span("u5's connect span", |seen| {
+            seen.name() == "socketio connect" && seen.attribute("switchboard.user.id").as_deref() == Some("u5")
+        })
+        .await;
+    let spans = collector
+        .trace_until("the claim in u5's connect trace", connect.trace(), |spans| {
+            spans.iter().any(|s| s.service == "switchboard-messaging" && s.name() == "process sb.messaging.pending")
+        })
+        .await;
+    assert_one_tree("connect with a pending claim", &spans);
+    let claim = find(&spans, "switchboard-edge", "send sb.messaging.pending");
+    assert_eq!(parent_of(&spans, claim).map(Seen::name), Some("socketio connected"));
 
     // A revocation: RevokeTokens → the access event → every edge; u2's socket goes.
     let mut auth = stack.auth().await;
@@ -462,5 +490,5 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
             assert!(!everything.contains(secret.as_str()), "span {} carries a secret or the message text", seen.name());
         }
     }
-    drop((u1, u3, u4));
+    drop((u1, u3, u4, u5));
 }
