@@ -120,7 +120,15 @@ pub fn producer_span(subject: &str, message_id: Option<&str>) -> tracing::Span {
     if tracing::Span::current().is_none() {
         return tracing::Span::none();
     }
-    let destination = destination_template(subject);
+    producer_span_to(&destination_template(subject), message_id)
+}
+
+/// As [`producer_span`], for a caller that knows the destination's template
+/// already (the edge's ingest, once per accepted message).
+pub fn producer_span_to(destination: &str, message_id: Option<&str>) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
     tracing::info_span!(
         "nats.send",
         otel.name = %format_args!("send {destination}"),

@@ -110,13 +110,10 @@ pub(crate) async fn authenticate(
         // The connect step (pending claim) joins this trace once the client has its CONNECT.
         socket.extensions.insert(sb_telemetry::TraceLink::of(&span));
     }
-    span.record(
-        "switchboard.connect.result",
-        match &result {
-            Ok(()) => "accepted".to_owned(),
-            Err(refusal) => refusal.to_string(),
-        },
-    );
+    match &result {
+        Ok(()) => span.record("switchboard.connect.result", "accepted"),
+        Err(refusal) => span.record("switchboard.connect.result", tracing::field::display(refusal)),
+    };
     if let Err(refusal) = &result {
         span.record("otel.status_code", "error");
         ctx.metrics

@@ -83,7 +83,37 @@ struct InFlight {
 #[derive(Clone)]
 pub struct Ingest {
     sender: mpsc::UnboundedSender<Pending>,
-    subjects: std::sync::Arc<sb_events::Subjects>,
+    destinations: std::sync::Arc<Destinations>,
+}
+
+/// The ingest subjects' templates (`sb.msg.room.{room}`, …), which name a
+/// message's producer span: built once, not per message.
+struct Destinations {
+    room: String,
+    user: String,
+    everyone: String,
+    announcement: String,
+}
+
+impl Destinations {
+    fn new(prefix: &str) -> Self {
+        Self {
+            room: format!("{prefix}.msg.room.{{room}}"),
+            user: format!("{prefix}.msg.user.{{user}}"),
+            everyone: format!("{prefix}.msg.all"),
+            announcement: format!("{prefix}.msg.announce"),
+        }
+    }
+
+    fn of(&self, target: &sb_events::MessageTarget) -> &str {
+        use sb_events::MessageTarget;
+        match target {
+            MessageTarget::Room(_) => &self.room,
+            MessageTarget::User(_) => &self.user,
+            MessageTarget::Everyone => &self.everyone,
+            MessageTarget::Announcement => &self.announcement,
+        }
+    }
 }
 
 impl Ingest {
@@ -98,7 +128,7 @@ impl Ingest {
         stop: CancellationToken,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let subjects = std::sync::Arc::new(bus.subjects.clone());
+        let destinations = std::sync::Arc::new(Destinations::new(bus.subjects.prefix()));
         let batcher = Batcher {
             subject: bus.subjects.ingest_batch(edge),
             bus,
@@ -110,7 +140,7 @@ impl Ingest {
             metrics,
         };
         tracker.spawn(batcher.run(receiver, stop));
-        Self { sender, subjects }
+        Self { sender, destinations }
     }
 
     /// Publishes `message` with the next batch and returns once the stream
@@ -118,7 +148,8 @@ impl Ingest {
     /// message's producer span (`send <p>.msg.<kind>…`, from now until the
     /// stream's verdict) is its child, and the message carries its context.
     pub async fn publish(&self, message: MessageAccepted) -> Result<(), IngestError> {
-        let span = sb_telemetry::nats::producer_span(&self.subjects.ingest(&message.target), Some(message.id.as_str()));
+        let span =
+            sb_telemetry::nats::producer_span_to(self.destinations.of(&message.target), Some(message.id.as_str()));
         let (traceparent, tracestate) = span.in_scope(sb_telemetry::nats::current_trace_fields);
         let (done, verdict) = oneshot::channel();
         self.sender.send(Pending { message, traceparent, tracestate, done }).map_err(|_| IngestError::Stopped)?;
@@ -268,5 +299,28 @@ async fn sleep_until(until: Option<Instant>) {
     match until {
         Some(until) => tokio::time::sleep_until(until).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sb_events::{MessageTarget, RoomName, Subjects, UserId};
+
+    #[test]
+    fn destinations_are_the_ingest_subjects_templates() {
+        let subjects = Subjects::default();
+        let destinations = super::Destinations::new(subjects.prefix());
+        for target in [
+            MessageTarget::Room(RoomName::parse("lobby").unwrap()),
+            MessageTarget::User(UserId::parse("alice").unwrap()),
+            MessageTarget::Everyone,
+            MessageTarget::Announcement,
+        ] {
+            assert_eq!(
+                destinations.of(&target),
+                sb_telemetry::nats::destination_template(&subjects.ingest(&target)),
+                "{target:?}"
+            );
+        }
     }
 }
