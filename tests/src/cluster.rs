@@ -163,6 +163,25 @@ impl Drop for NatsCluster {
     }
 }
 
+/// Where `make test` put the debug build of binary `name` (`sb-edge`, …):
+/// `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`. Panics
+/// with what to run when it is missing.
+pub fn built_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    let path = target.join("debug").join(name);
+    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` (make test does)", path.display());
+    path
+}
+
+/// The resident set size of process `pid` in bytes (`VmRSS`), if it runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// A service run as its own process (`sb-edge`, `sb-auth`, …) with a fixed
 /// environment, killed with SIGKILL and started again with the same one.
 pub struct ServiceProcess {

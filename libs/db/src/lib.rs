@@ -32,6 +32,16 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// The OpenTelemetry `db.system.name` of the engine.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// Why the database could not be reached or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -140,6 +150,24 @@ impl Backend {
 }
 
 impl Db {
+    /// The client span of one statement, `<operation> <collection>` (e.g.
+    /// `SELECT users`), with the OpenTelemetry `db.*` attributes; instrument
+    /// the statement with it. Outside any span it is `Span::none()`: a
+    /// statement no request caused starts no trace.
+    pub fn span(&self, operation: &'static str, collection: &'static str) -> tracing::Span {
+        if tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        tracing::info_span!(
+            "db.query",
+            otel.name = %format_args!("{operation} {collection}"),
+            otel.kind = "client",
+            db.system.name = self.backend.system_name(),
+            db.operation.name = operation,
+            db.collection.name = collection,
+        )
+    }
+
     /// Connects to `args.url`. SQLite files are created when missing and run
     /// in WAL mode with a busy timeout, so readers never block the writer.
     pub async fn connect(args: &DatabaseArgs) -> Result<Self, DbError> {

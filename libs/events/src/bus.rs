@@ -233,6 +233,12 @@ impl Bus {
     /// Publishes already-encoded bytes on a core subject, with trace headers.
     pub async fn publish_bytes(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         let span = sb_telemetry::nats::producer_span(&subject, None);
+        self.publish_bytes_in(span, subject, payload).await
+    }
+
+    /// As [`Bus::publish_bytes`], inside the given producer span (e.g.
+    /// [`sb_telemetry::nats::producer_span_in`]; `Span::none()`: no trace).
+    pub async fn publish_bytes_in(&self, span: tracing::Span, subject: String, payload: Bytes) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         sb_telemetry::nats::inject_span(&span, &mut headers);
         self.client
@@ -285,19 +291,23 @@ impl Bus {
     /// returned future resolves to it. Publishes sent one after another on
     /// one `Bus` reach the stream in order, so a caller can keep many in
     /// flight and await their acks in order (the presence reporter does).
+    ///
+    /// `span` is the publish's producer span (its context goes into the
+    /// headers; `Span::none()`: none): the caller opens it, and may keep it
+    /// open until the ack.
     pub async fn publish_durable_pipelined(
         &self,
+        span: &tracing::Span,
         subject: String,
         msg_id: &str,
         payload: Bytes,
     ) -> Result<jetstream::context::PublishAckFuture, BusError> {
-        let span = sb_telemetry::nats::producer_span(&subject, Some(msg_id));
         let mut headers = HeaderMap::new();
-        sb_telemetry::nats::inject_span(&span, &mut headers);
+        sb_telemetry::nats::inject_span(span, &mut headers);
         headers.insert(HEADER_MSG_ID, msg_id);
         self.jetstream
             .publish_with_headers(subject.clone(), headers, payload)
-            .instrument(span)
+            .instrument(span.clone())
             .await
             .map_err(|source| BusError::JetStreamPublish { subject, source })
     }

@@ -49,7 +49,9 @@ pub fn is_untraced(path: &str) -> bool {
 /// `traceparent` header when there is one, named after the fully qualified
 /// method (`switchboard.auth.v1.AuthService/VerifyToken`) as the
 /// OpenTelemetry RPC conventions name it. Health and reflection requests get
-/// none ([`is_untraced`]). [`StatusLayer`] records the status code.
+/// none ([`is_untraced`]). [`StatusLayer`] records the status code; a
+/// handler may record `switchboard.user.id` and `switchboard.auth.result`
+/// (auth's VerifyToken and Login do).
 pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
     let path = request.uri().path();
     if is_untraced(path) {
@@ -69,6 +71,8 @@ pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
         rpc.service = service,
         rpc.method = name,
         rpc.grpc.status_code = tracing::field::Empty,
+        switchboard.user.id = tracing::field::Empty,
+        switchboard.auth.result = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
     span

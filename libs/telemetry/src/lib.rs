@@ -42,6 +42,20 @@ impl TraceLink {
         use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         let _ = span.set_parent(self.0.clone());
     }
+
+    /// The current span's context, if it belongs to a trace: `None` outside
+    /// any span or with tracing off, so work that outlives its caller (an
+    /// event queued for a background task) continues a trace only where
+    /// there is one and never starts its own.
+    pub fn current() -> Option<Self> {
+        Self::from_context(tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current()))
+    }
+
+    /// `context` if it names a valid span.
+    pub(crate) fn from_context(context: opentelemetry::Context) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt as _;
+        context.span().span_context().is_valid().then_some(Self(context))
+    }
 }
 
 /// Why telemetry could not start.

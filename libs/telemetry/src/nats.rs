@@ -110,6 +110,31 @@ fn new_consumer_span(handler: &'static str, subject: &str) -> tracing::Span {
     )
 }
 
+/// The trace context `headers` carry, if any: a consumer that should trace
+/// only what arrives inside a trace (presence's applier, which otherwise
+/// would start a trace per event) opens its span with [`consumer_span_in`]
+/// only then.
+pub fn traced(headers: Option<&HeaderMap>) -> Option<crate::TraceLink> {
+    headers.and_then(|headers| crate::TraceLink::from_context(extract(Some(headers))))
+}
+
+/// As [`consumer_span`], parented to `parent` (see [`traced`]).
+pub fn consumer_span_in(parent: &crate::TraceLink, handler: &'static str, subject: &str) -> tracing::Span {
+    let span = new_consumer_span(handler, subject);
+    parent.parent(&span);
+    span
+}
+
+/// As [`producer_span`], parented to `parent` rather than to the current
+/// span: for a publish made by a background task on behalf of work that
+/// happened elsewhere (an event the presence reporter publishes for a
+/// connect; a transition presence announces for a join).
+pub fn producer_span_in(parent: &crate::TraceLink, subject: &str, message_id: Option<&str>) -> tracing::Span {
+    let span = new_producer_span(&destination_template(subject), message_id, false);
+    parent.parent(&span);
+    span
+}
+
 /// Opens the producer span of one publish to `subject` (a child of the
 /// current span): named `send <subject template>`. Instrument the publish
 /// with it and pass it to [`inject_span`], so the message carries its
@@ -129,7 +154,15 @@ pub fn producer_span_to(destination: &str, message_id: Option<&str>) -> tracing:
     if tracing::Span::current().is_none() {
         return tracing::Span::none();
     }
+    new_producer_span(destination, message_id, true)
+}
+
+/// The producer span: a child of the current span, or of none (to be
+/// parented explicitly) when `in_current` is false.
+fn new_producer_span(destination: &str, message_id: Option<&str>, in_current: bool) -> tracing::Span {
+    let parent = if in_current { tracing::Span::current().id() } else { None };
     tracing::info_span!(
+        parent: parent,
         "nats.send",
         otel.name = %format_args!("send {destination}"),
         otel.kind = "producer",

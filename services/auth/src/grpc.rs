@@ -8,6 +8,7 @@ use sb_proto::auth::v1 as pb;
 use sb_proto::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
+use crate::error::AuthError;
 use crate::service::AuthCore;
 use crate::store::UserRecord;
 
@@ -28,6 +29,31 @@ fn user_response(user: UserRecord) -> Response<pb::User> {
     Response::new(user.into_proto())
 }
 
+/// Records on the request's server span whose token or login it was
+/// (`switchboard.user.id`) and the outcome (`switchboard.auth.result`: `ok`,
+/// or why not, e.g. `token revoked`); never the token or password.
+fn record_auth(result: Result<&str, &AuthError>) {
+    let span = tracing::Span::current();
+    match result {
+        Ok(user_id) => {
+            span.record("switchboard.user.id", user_id);
+            span.record("switchboard.auth.result", "ok");
+        }
+        Err(AuthError::Token(failure)) => {
+            span.record("switchboard.auth.result", tracing::field::display(failure));
+        }
+        Err(AuthError::InvalidCredentials) => {
+            span.record("switchboard.auth.result", "invalid credentials");
+        }
+        Err(AuthError::TooManyFailedLogins { .. }) => {
+            span.record("switchboard.auth.result", "too many failed logins");
+        }
+        Err(_) => {
+            span.record("switchboard.auth.result", "error");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
     async fn verify_token(
@@ -37,6 +63,7 @@ impl AuthService for AuthGrpc {
         let started = Instant::now();
         let result = self.core.verify_token(&request.get_ref().token).await;
         self.core.metrics.record_verify(&result, started.elapsed());
+        record_auth(result.as_ref().map(|(user, _)| user.id.as_str()));
         let (user, claims) = result?;
         Ok(Response::new(pb::VerifyTokenResponse {
             user: Some(user.into_proto()),
@@ -49,6 +76,7 @@ impl AuthService for AuthGrpc {
         let request = request.into_inner();
         let result = self.core.login(&request.email, &request.password).await;
         self.core.metrics.record_login(&result);
+        record_auth(result.as_ref().map(|response| response.user.as_ref().map_or("", |user| user.id.as_str())));
         Ok(Response::new(result?))
     }
 

@@ -8,6 +8,7 @@
 use sb_db::Db;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+use tracing::Instrument as _;
 
 pub use sb_authn::Role;
 
@@ -151,6 +152,7 @@ impl Store {
                 .bind(id)
                 .fetch_optional(&self.db.pool)
             })
+            .instrument(self.db.span("SELECT", "users"))
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -167,6 +169,7 @@ impl Store {
                 .bind(email)
                 .fetch_optional(&self.db.pool)
             })
+            .instrument(self.db.span("SELECT", "users"))
             .await?;
         match row {
             Some(row) => Ok(Some((user_from_row(&row)?, row.try_get(7)?))),

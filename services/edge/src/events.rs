@@ -18,7 +18,6 @@ use sb_events::{MessageBody, MessageId, MessageTarget};
 use serde_json::{Value, json};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Socket;
-use tracing::Instrument as _;
 
 use crate::ctx::EdgeCtx;
 use crate::delivery::room_key;
@@ -48,12 +47,11 @@ pub(crate) async fn report_opened(ctx: &Arc<EdgeCtx>, session: &Arc<Session>) {
     ctx.metrics.connects.inc();
     ctx.metrics.sockets.inc();
     ctx.known_users.remember(&session.user.id);
-    // The reporter publishes the event with others; this span of the
-    // connect's trace lasts until the presence stream stored it.
-    let report = sb_telemetry::nats::producer_span(&ctx.bus.subjects.presence_events(&ctx.edge_id), None);
-    let opened_seq = report.in_scope(|| ctx.presence.opened(session));
+    // The reporter publishes the event in the connect's trace: its producer
+    // span lasts until the presence stream stored it.
+    let opened_seq = ctx.presence.opened(session);
     session.state.lock().opened_seq = Some(opened_seq.clone());
-    match tokio::time::timeout(OPENED_STORED_WAIT, opened_seq.wait()).instrument(report).await {
+    match tokio::time::timeout(OPENED_STORED_WAIT, opened_seq.wait()).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             tracing::warn!(sid = %session.sid, %error, "presence reporter stopped before storing this connect")

@@ -19,14 +19,25 @@ use sb_events::{EdgeId, MessageAccepted, MessageTarget, Subjects, UserId};
 
 /// Private deliveries gathered per edge while a batch is routed, published
 /// as one [`EdgeDeliveries`] per edge on `deliver.edge.<edge>`.
+///
+/// Each batch remembers the first message (by the caller's index, see
+/// [`EdgeBatches::routing`]) that put a delivery into it: the batch is
+/// published in that message's trace.
 #[derive(Debug, Default)]
 pub struct EdgeBatches {
-    edges: BTreeMap<String, Vec<UserDelivery>>,
+    edges: BTreeMap<String, (usize, Vec<UserDelivery>)>,
+    routing: usize,
 }
 
 impl EdgeBatches {
+    /// Says that the deliveries gathered from now on are message `index`'s.
+    pub fn routing(&mut self, index: usize) {
+        self.routing = index;
+    }
+
     fn push(&mut self, edge: &str, delivery: UserDelivery) {
-        self.edges.entry(edge.to_owned()).or_default().push(delivery);
+        let routing = self.routing;
+        self.edges.entry(edge.to_owned()).or_insert_with(|| (routing, Vec::new())).1.push(delivery);
     }
 
     /// Whether nothing was gathered.
@@ -34,14 +45,15 @@ impl EdgeBatches {
         self.edges.is_empty()
     }
 
-    /// The gathered deliveries with their subjects (an edge id that is not a
-    /// valid id cannot come from presence and is skipped).
-    pub fn into_subjects(self, subjects: &Subjects) -> Vec<(String, EdgeDeliveries)> {
+    /// The gathered deliveries with their subjects and the index of the
+    /// first message in each (an edge id that is not a valid id cannot come
+    /// from presence and is skipped).
+    pub fn into_subjects(self, subjects: &Subjects) -> Vec<(String, EdgeDeliveries, usize)> {
         self.edges
             .into_iter()
-            .filter_map(|(edge, deliveries)| {
+            .filter_map(|(edge, (first, deliveries))| {
                 let edge = EdgeId::parse(edge).ok()?;
-                Some((subjects.deliver_edge(&edge), EdgeDeliveries { deliveries }))
+                Some((subjects.deliver_edge(&edge), EdgeDeliveries { deliveries }, first))
             })
             .collect()
     }

@@ -42,6 +42,17 @@ async fn consume(bus: &Bus, replica: &Replica, cancel: &CancellationToken) -> Re
         if seq <= replica.applied_seq() {
             continue;
         }
-        replica.apply_message(seq, &message.payload);
+        // An event reported inside a trace (a connect, a join) is applied
+        // in it; the rest (heartbeat-driven, snapshots) start no trace, nor
+        // does the start-up replay of old events.
+        let trace = if replica.is_ready() { sb_telemetry::nats::traced(message.headers.as_ref()) } else { None };
+        match trace {
+            Some(trace) => {
+                let span = sb_telemetry::nats::consumer_span_in(&trace, "presence.apply", message.subject.as_str());
+                let applied = sb_telemetry::TraceLink::of(&span);
+                span.in_scope(|| replica.apply_message(seq, &message.payload, Some(applied)));
+            }
+            None => replica.apply_message(seq, &message.payload, None),
+        }
     }
 }

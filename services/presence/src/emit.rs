@@ -113,7 +113,7 @@ enum EmitError {
 }
 
 async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease, coalesce_above: usize) -> Result<(), EmitError> {
-    let Some((through, transitions)) = replica.take_for_emission() else { return Ok(()) };
+    let Some((through, transitions, traces)) = replica.take_for_emission() else { return Ok(()) };
     if !transitions.is_empty() {
         let computed = transitions.len();
         // A user who went offline and came back within the window is not
@@ -131,14 +131,20 @@ async fn emit_window(bus: &Bus, replica: &Replica, lease: &mut Lease, coalesce_a
             (kept, messages)
         };
         replica.metrics.transitions_coalesced.inc_by((computed - kept.len()) as u64);
-        for (subject, payload) in messages.iter().cloned() {
-            if let Err(source) = bus.publish_bytes(subject.clone(), payload).await {
-                replica.put_back(transitions);
+        for (subject, payload, seq) in messages.iter().cloned() {
+            // A transition caused by an event reported inside a trace (a
+            // join, a connect) is announced in that trace.
+            let span = match traces.get(&seq) {
+                Some(trace) => sb_telemetry::nats::producer_span_in(trace, &subject, None),
+                None => tracing::Span::none(),
+            };
+            if let Err(source) = bus.publish_bytes_in(span, subject.clone(), payload).await {
+                replica.put_back(transitions, traces);
                 return Err(EmitError::Publish { subject, source });
             }
         }
         if let Err(error) = bus.client.flush().await {
-            replica.put_back(transitions);
+            replica.put_back(transitions, traces);
             return Err(EmitError::Flush(error));
         }
         replica.metrics.delivery_messages.inc_by(messages.len() as u64);
@@ -170,6 +176,10 @@ enum Encoded {
     Batched(Delivery),
     Message { subject: String, payload: Bytes, joined: bool },
 }
+
+/// One NATS message to publish: subject, payload, and the stream sequence
+/// of the (first) transition it announces, whose trace it continues.
+pub type Outgoing = (String, Bytes, u64);
 
 fn encode_transition(subjects: &Subjects, scope: Scope, transition: &Transition) -> Vec<Encoded> {
     let timestamp = rfc3339_ms(transition.at_ms);
@@ -221,23 +231,32 @@ fn encode_transition(subjects: &Subjects, scope: Scope, transition: &Transition)
 struct Batcher<'a> {
     subjects: &'a Subjects,
     batch: Vec<Delivery>,
+    /// The stream sequence of the batch's first transition.
+    first_seq: u64,
 }
 
-impl Batcher<'_> {
-    fn push(&mut self, delivery: Delivery, messages: &mut Vec<(String, Bytes)>) {
+impl<'a> Batcher<'a> {
+    fn new(subjects: &'a Subjects) -> Self {
+        Self { subjects, batch: Vec::new(), first_seq: 0 }
+    }
+
+    fn push(&mut self, delivery: Delivery, seq: u64, messages: &mut Vec<Outgoing>) {
+        if self.batch.is_empty() {
+            self.first_seq = seq;
+        }
         self.batch.push(delivery);
         if self.batch.len() >= BATCH_MAX {
             self.flush(messages);
         }
     }
 
-    fn flush(&mut self, messages: &mut Vec<(String, Bytes)>) {
+    fn flush(&mut self, messages: &mut Vec<Outgoing>) {
         if self.batch.is_empty() {
             return;
         }
         let deliveries = std::mem::take(&mut self.batch);
         match serde_json::to_vec(&DeliveryBatch { deliveries }) {
-            Ok(bytes) => messages.push((self.subjects.deliver_presence(), Bytes::from(bytes))),
+            Ok(bytes) => messages.push((self.subjects.deliver_presence(), Bytes::from(bytes), self.first_seq)),
             Err(error) => tracing::error!(%error, "encode presence batch"),
         }
     }
@@ -251,21 +270,22 @@ impl Batcher<'_> {
 /// changes, then every `user_joined`. A user that came online is announced
 /// before its joins, and one that went offline after its leaves, while the
 /// online/offline changes of a whole window still share few messages.
-pub fn deliveries(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<(String, Bytes)> {
+pub fn deliveries(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<Outgoing> {
     let mut left = Vec::new();
     let mut joined = Vec::new();
     let mut messages = Vec::new();
-    let mut batcher = Batcher { subjects, batch: Vec::new() };
+    let mut batcher = Batcher::new(subjects);
     for transition in transitions {
+        let seq = transition.seq;
         for encoded in encode_transition(subjects, scope, transition) {
             match encoded {
-                Encoded::Batched(delivery) => batcher.push(delivery, &mut messages),
-                Encoded::Message { subject, payload, joined: true } => joined.push((subject, payload)),
+                Encoded::Batched(delivery) => batcher.push(delivery, seq, &mut messages),
+                Encoded::Message { subject, payload, joined: true } => joined.push((subject, payload, seq)),
                 Encoded::Message { subject, payload, joined: false } => match scope {
                     Scope::Rooms if matches!(transition.change, Change::Online | Change::Offline) => {
-                        messages.push((subject, payload))
+                        messages.push((subject, payload, seq))
                     }
-                    _ => left.push((subject, payload)),
+                    _ => left.push((subject, payload, seq)),
                 },
             }
         }
@@ -278,16 +298,17 @@ pub fn deliveries(subjects: &Subjects, scope: Scope, transitions: &[Transition])
 /// one of them, in the order they happened: consecutive online/offline
 /// changes still share a batch, which is flushed before any room message
 /// so nothing overtakes what came before it.
-pub fn deliveries_in_order(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<(String, Bytes)> {
+pub fn deliveries_in_order(subjects: &Subjects, scope: Scope, transitions: &[Transition]) -> Vec<Outgoing> {
     let mut messages = Vec::new();
-    let mut batcher = Batcher { subjects, batch: Vec::new() };
+    let mut batcher = Batcher::new(subjects);
     for transition in transitions {
+        let seq = transition.seq;
         for encoded in encode_transition(subjects, scope, transition) {
             match encoded {
-                Encoded::Batched(delivery) => batcher.push(delivery, &mut messages),
+                Encoded::Batched(delivery) => batcher.push(delivery, seq, &mut messages),
                 Encoded::Message { subject, payload, .. } => {
                     batcher.flush(&mut messages);
-                    messages.push((subject, payload));
+                    messages.push((subject, payload, seq));
                 }
             }
         }
@@ -323,7 +344,7 @@ mod tests {
         let messages = deliveries_in_order(&subjects, Scope::All, &transitions);
         let events: Vec<String> = messages
             .iter()
-            .flat_map(|(subject, payload)| {
+            .flat_map(|(subject, payload, _)| {
                 if subject == &subjects.deliver_presence() {
                     let batch: DeliveryBatch = serde_json::from_slice(payload).unwrap();
                     batch.deliveries.into_iter().map(|d| d.event).collect::<Vec<_>>()
@@ -364,7 +385,7 @@ mod tests {
         let subjects = Subjects::default();
         let transitions = [transition("u1", Change::Offline, &["u2", "u3"])];
         let messages = deliveries(&subjects, Scope::Rooms, &transitions);
-        let targets: Vec<&str> = messages.iter().map(|(s, _)| s.as_str()).collect();
+        let targets: Vec<&str> = messages.iter().map(|(s, _, _)| s.as_str()).collect();
         assert_eq!(
             targets,
             [

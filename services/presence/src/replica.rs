@@ -8,12 +8,13 @@
 //! published. So whichever replica leads next still has every transition
 //! that might not have gone out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use sb_events::presence::{EdgeHeartbeat, PresenceEvent};
+use sb_telemetry::TraceLink;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -22,6 +23,13 @@ use crate::state::{Scope, State, Transition};
 /// The most transitions a replica keeps waiting for publication; beyond it
 /// the oldest are dropped (only possible if no replica has led for long).
 const LOG_MAX: usize = 1_000_000;
+/// The most trace contexts kept for logged transitions (the oldest go
+/// first: their announcements are then published outside any trace).
+const TRACES_MAX: usize = 10_000;
+
+/// The trace of each event, by stream sequence, whose transitions wait for
+/// publication and which arrived inside a trace.
+pub type Traces = BTreeMap<u64, TraceLink>;
 
 /// The state plus the emission bookkeeping, under one lock.
 #[derive(Debug)]
@@ -32,6 +40,8 @@ pub struct Inner {
     pub log: VecDeque<Transition>,
     /// Every transition of a stream sequence up to this one was published.
     pub emitted_through: u64,
+    /// The traces of the logged transitions' events, where they had one.
+    pub traces: Traces,
 }
 
 /// Shared by the tasks of one replica.
@@ -62,7 +72,12 @@ impl Replica {
         Self {
             id,
             scope,
-            inner: RwLock::new(Inner { state: State::new(scope), log: VecDeque::new(), emitted_through: 0 }),
+            inner: RwLock::new(Inner {
+                state: State::new(scope),
+                log: VecDeque::new(),
+                emitted_through: 0,
+                traces: Traces::new(),
+            }),
             applied: watch::channel(0).0,
             leader: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -73,8 +88,9 @@ impl Replica {
         }
     }
 
-    /// Applies the presence stream message at `seq`.
-    pub fn apply_message(&self, seq: u64, payload: &[u8]) {
+    /// Applies the presence stream message at `seq`; `trace` is the trace it
+    /// arrived in, which the announcements of its transitions continue.
+    pub fn apply_message(&self, seq: u64, payload: &[u8], trace: Option<TraceLink>) {
         let mut transitions = Vec::new();
         let (totals, edges) = {
             let mut inner = self.inner.write();
@@ -87,6 +103,14 @@ impl Replica {
             }
             self.metrics.transitions_computed.inc_by(transitions.len() as u64);
             if seq > inner.emitted_through {
+                if let Some(trace) = trace
+                    && !transitions.is_empty()
+                {
+                    inner.traces.insert(seq, trace);
+                    if inner.traces.len() > TRACES_MAX {
+                        inner.traces.pop_first();
+                    }
+                }
                 inner.log.extend(transitions);
                 if inner.log.len() > LOG_MAX {
                     let excess = inner.log.len() - LOG_MAX;
@@ -122,24 +146,27 @@ impl Replica {
     }
 
     /// Takes every logged transition up to the applied sequence, for
-    /// publication: `(through, transitions)`, or `None` when nothing was
-    /// applied since the last publication.
-    pub fn take_for_emission(&self) -> Option<(u64, Vec<Transition>)> {
+    /// publication: `(through, transitions, their traces)`, or `None` when
+    /// nothing was applied since the last publication.
+    pub fn take_for_emission(&self) -> Option<(u64, Vec<Transition>, Traces)> {
         let mut inner = self.inner.write();
         let through = inner.state.applied_seq();
         if through <= inner.emitted_through {
             return None;
         }
         let transitions = inner.log.drain(..).collect();
-        Some((through, transitions))
+        let later = inner.traces.split_off(&(through + 1));
+        let traces = std::mem::replace(&mut inner.traces, later);
+        Some((through, transitions, traces))
     }
 
     /// Returns transitions whose publication failed to the front of the log.
-    pub fn put_back(&self, transitions: Vec<Transition>) {
+    pub fn put_back(&self, transitions: Vec<Transition>, traces: Traces) {
         let mut inner = self.inner.write();
         for transition in transitions.into_iter().rev() {
             inner.log.push_front(transition);
         }
+        inner.traces.extend(traces);
     }
 
     /// Records that every transition up to `through` was published (by this
@@ -153,6 +180,8 @@ impl Replica {
         while inner.log.front().is_some_and(|transition| transition.seq <= through) {
             inner.log.pop_front();
         }
+        let later = inner.traces.split_off(&(through + 1));
+        inner.traces = later;
     }
 
     /// Every transition up to this stream sequence was published.

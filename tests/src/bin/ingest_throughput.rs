@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
             let message = &messages[0];
             let subject = bus.subjects.ingest(&message.target);
             let payload = bytes::Bytes::from(serde_json::to_vec(message)?);
-            bus.publish_durable_pipelined(subject, message.id.as_str(), payload).await?
+            bus.publish_durable_pipelined(&tracing::Span::none(), subject, message.id.as_str(), payload).await?
         } else {
             let id = uuid::Uuid::now_v7().to_string();
             let entries = messages
@@ -70,7 +70,13 @@ async fn main() -> anyhow::Result<()> {
                 .map(|message| BatchedMessage { message, traceparent: None, tracestate: None })
                 .collect();
             let payload = serde_json::to_vec(&IngestBatch { v: 1, id: id.clone(), messages: entries })?;
-            bus.publish_durable_pipelined(bus.subjects.ingest_batch(&edge), &id, bytes::Bytes::from(payload)).await?
+            bus.publish_durable_pipelined(
+                &tracing::Span::none(),
+                bus.subjects.ingest_batch(&edge),
+                &id,
+                bytes::Bytes::from(payload),
+            )
+            .await?
         };
         acks.push(ack);
         if acks.len() >= 512 {

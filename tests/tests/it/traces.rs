@@ -6,19 +6,21 @@
 //! its attributes. Three edges tell themselves apart by
 //! `OTEL_RESOURCE_ATTRIBUTES=service.instance.id=edge-<n>`.
 //!
-//! A room message sent on one edge and delivered on three, a connect, a
+//! A room message sent on one edge and delivered on three, a join (presence
+//! applying and announcing it), a private message, a broadcast, an admin
+//! announcement, a connect (VerifyToken with auth's user lookup, presence
+//! applying the report), an offline message claimed on connect, a
 //! revocation and a refused connect each make one trace with the parent
 //! chain across services; no span belongs to a health check; no span holds
 //! the message text, a token or a password anywhere.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sb_proto::auth::v1 as pb;
 use sb_tests::auth::AuthHandle;
-use sb_tests::cluster::{ServiceProcess, free_port, wait_ready};
+use sb_tests::cluster::{ServiceProcess, built_bin as bin, free_port, wait_ready};
 use sb_tests::edge::{TestClient, TokenVia, Transport};
 use sb_tests::otlp::{Collector, Seen};
 use sb_tests::{DbKind, NatsServer, TestDatabase};
@@ -55,12 +57,18 @@ impl Waits for Collector {
         }
     }
 
-    /// Waits until the trace of `root` holds spans for which `done` holds.
+    /// Waits until the trace of `root` holds spans for which `done` holds,
+    /// and the parent of every span but its roots (each process exports on
+    /// its own schedule, so a child may arrive before its parent).
     async fn trace_until(&self, what: &str, trace: &[u8], done: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let spans = self.in_trace(trace);
-            if done(&spans) {
+            let ids: HashSet<&[u8]> = spans.iter().map(|seen| seen.span.span_id.as_slice()).collect();
+            let parents_arrived = spans
+                .iter()
+                .all(|seen| seen.span.parent_span_id.is_empty() || ids.contains(seen.span.parent_span_id.as_slice()));
+            if done(&spans) && parents_arrived {
                 return spans;
             }
             assert!(
@@ -71,15 +79,6 @@ impl Waits for Collector {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-/// Where `make test` put the service binaries.
-fn bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` (make test does)", path.display());
-    path
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -95,6 +94,8 @@ struct Processes {
     services: Vec<ServiceProcess>,
     auth_addr: String,
     auth_metrics: SocketAddr,
+    presence_addr: String,
+    messaging_addr: String,
     edges: Vec<String>,
 }
 
@@ -196,6 +197,8 @@ impl Processes {
             services,
             auth_addr,
             auth_metrics: addr(auth_metrics),
+            presence_addr: format!("http://127.0.0.1:{presence_grpc}"),
+            messaging_addr: format!("http://127.0.0.1:{messaging_grpc}"),
             edges,
         }
     }
@@ -275,6 +278,50 @@ fn find<'a>(spans: &'a [Seen], service: &str, name: &str) -> &'a Seen {
         .unwrap_or_else(|| panic!("no span {name:?} of {service} in {:?}", names(spans)))
 }
 
+/// Waits until the trace of message `id` (found by its edge producer span
+/// `send`) holds a delivery on each of `edges` that wrote to a socket, and
+/// checks the chain: the client's event → `send` → messaging's `process` →
+/// messaging's `send sb.deliver.*` → each edge's `process sb.deliver.*`.
+async fn message_trace(collector: &Collector, what: &str, send: &str, id: &str, edges: &[&str]) {
+    let producer = collector
+        .span(what, |seen| {
+            seen.service == "switchboard-edge"
+                && seen.name() == send
+                && seen.attribute("messaging.message.id").as_deref() == Some(id)
+        })
+        .await;
+    let delivered = |spans: &[Seen]| -> HashSet<String> {
+        spans
+            .iter()
+            .filter(|s| s.service == "switchboard-edge" && s.name().starts_with("process sb.deliver."))
+            .filter(|s| s.attribute("switchboard.sockets").is_some_and(|n| n != "0"))
+            .map(|s| s.instance.clone())
+            .collect()
+    };
+    let spans = collector
+        .trace_until(what, producer.trace(), |spans| edges.iter().all(|edge| delivered(spans).contains(*edge)))
+        .await;
+    assert_one_tree(what, &spans);
+    let event = if send.ends_with("announce") { "socketio admin_broadcast" } else { "socketio send_message" };
+    assert_eq!(
+        parent_of(&spans, &producer).map(Seen::name),
+        Some(event),
+        "{what}: the edge's send is the event's child"
+    );
+    let process = spans
+        .iter()
+        .find(|s| s.service == "switchboard-messaging" && s.name().starts_with("process sb.msg."))
+        .unwrap_or_else(|| panic!("{what}: messaging's process span in {:?}", names(&spans)));
+    assert_eq!(process.span.parent_span_id, producer.span.span_id, "{what}: messaging continues the edge's send");
+    for edge_process in
+        spans.iter().filter(|s| s.service == "switchboard-edge" && s.name().starts_with("process sb.deliver."))
+    {
+        let route = parent_of(&spans, edge_process).unwrap_or_else(|| panic!("{what}: a delivery without its send"));
+        assert_eq!(route.service, "switchboard-messaging", "{what}: {} is sent by messaging", route.name());
+        assert!(route.name().starts_with("send sb.deliver."), "{what}: {}", route.name());
+    }
+}
+
 #[tokio::test]
 async fn one_trace_per_message_connect_and_revocation_across_processes() {
     let (collector, collector_addr) = Collector::start().await;
@@ -295,8 +342,10 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
     assert_eq!(connect.attribute("switchboard.connect.result").as_deref(), Some("accepted"));
     let spans = collector
         .trace_until("the connect's trace", connect.trace(), |spans| {
-            spans.iter().any(|s| s.service == "switchboard-auth")
-                && spans.iter().any(|s| s.name() == "send sb.presence.ev.{edge}")
+            spans.iter().any(|s| s.service == "switchboard-auth" && s.name() == "SELECT users")
+                && spans
+                    .iter()
+                    .any(|s| s.service == "switchboard-presence" && s.name() == "process sb.presence.ev.{edge}")
         })
         .await;
     assert_one_tree("connect", &spans);
@@ -308,6 +357,16 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
     assert_eq!(server.attribute("rpc.service").as_deref(), Some("switchboard.auth.v1.AuthService"));
     assert_eq!(server.attribute("rpc.method").as_deref(), Some("VerifyToken"));
     assert_eq!(server.attribute("rpc.grpc.status_code").as_deref(), Some("0"));
+    assert_eq!(server.attribute("switchboard.auth.result").as_deref(), Some("ok"));
+    assert_eq!(server.attribute("switchboard.user.id").as_deref(), Some("u1"));
+    let lookup = find(&spans, "switchboard-auth", "SELECT users");
+    assert_eq!(lookup.span.parent_span_id, server.span.span_id, "the user lookup is part of VerifyToken");
+    assert_eq!(lookup.attribute("db.system.name").as_deref(), Some("postgresql"));
+    assert_eq!(lookup.attribute("db.collection.name").as_deref(), Some("users"));
+    let report = find(&spans, "switchboard-edge", "send sb.presence.ev.{edge}");
+    assert_eq!(parent_of(&spans, report).map(Seen::name), Some("socketio connect"));
+    let applied = find(&spans, "switchboard-presence", "process sb.presence.ev.{edge}");
+    assert_eq!(applied.span.parent_span_id, report.span.span_id, "presence applies the edge's report in its trace");
 
     // A room message sent on edge-0 and delivered on all three edges.
     let u2 = TestClient::connect(&stack.edges[1], Some(&tokens[1]), TokenVia::AuthObject, Transport::Websocket)
@@ -369,6 +428,45 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
         assert!(!destination.contains("lobby"), "a destination names the subject template: {destination}");
         assert!(messaging_span.attribute("messaging.operation.type").is_some());
     }
+
+    // A join: the edge's report → presence applies it → user_joined on every edge with a member.
+    let join = collector
+        .span("u4's join span", |seen| {
+            seen.name() == "socketio join_room" && seen.attribute("switchboard.user.id").as_deref() == Some("u4")
+        })
+        .await;
+    let spans = collector
+        .trace_until("user_joined on every edge, in the join's trace", join.trace(), |spans| {
+            deliveries_on(spans).len() == 3
+        })
+        .await;
+    assert_one_tree("join", &spans);
+    let report = find(&spans, "switchboard-edge", "send sb.presence.ev.{edge}");
+    assert_eq!(parent_of(&spans, report).map(Seen::name), Some("socketio join_room"));
+    let applied = find(&spans, "switchboard-presence", "process sb.presence.ev.{edge}");
+    assert_eq!(applied.span.parent_span_id, report.span.span_id, "presence applies the join in its trace");
+    let announced = find(&spans, "switchboard-presence", "send sb.deliver.room.{room}");
+    assert_eq!(announced.span.parent_span_id, applied.span.span_id, "presence announces the join in its trace");
+    for delivered in spans.iter().filter(|s| s.name() == "process sb.deliver.room.{room}") {
+        assert_eq!(delivered.span.parent_span_id, announced.span.span_id, "each edge continues presence's send");
+    }
+
+    // A private message to u3 (online on edge-2), a broadcast and an admin announcement:
+    // each one trace from the client's event to every edge that delivers it.
+    let private = u1.ack("send_message", json!({"to": "u3", "message": SECRET_TEXT})).await.expect("private to u3");
+    let private_id = private["id"].as_str().expect("message id").to_owned();
+    u3.event_where("new_message", |v| v["id"] == private_id.as_str()).await.expect("u3 gets the private message");
+    message_trace(&collector, "private message", "send sb.msg.user.{user}", &private_id, &["edge-2"]).await;
+    let everyone = u3.ack("send_message", json!({"message": SECRET_TEXT})).await.expect("broadcast");
+    let everyone_id = everyone["id"].as_str().expect("message id").to_owned();
+    message_trace(&collector, "broadcast", "send sb.msg.all", &everyone_id, &["edge-0", "edge-1"]).await;
+    let operator = TestClient::connect(&stack.edges[2], Some(&admin), TokenVia::AuthObject, Transport::Websocket)
+        .await
+        .expect("the admin connects to edge-2");
+    let announced = operator.ack("admin_broadcast", json!({"message": SECRET_TEXT})).await.expect("announcement");
+    let announced_id = announced["id"].as_str().expect("message id").to_owned();
+    message_trace(&collector, "announcement", "send sb.msg.announce", &announced_id, &["edge-0", "edge-1", "edge-2"])
+        .await;
 
     // A private message to u5 while offline is claimed by u5's connect, in the connect's trace.
     let offline = u1.ack("send_message", json!({"to": "u5", "message": SECRET_TEXT})).await.expect("private to u5");
@@ -436,6 +534,53 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
     let reason = refusal.attribute("switchboard.connect.result").unwrap_or_default();
     assert!(reason.contains("revoked"), "the refusal says why: {reason}");
 
+    // switchboardctl continues a caller's trace (TRACEPARENT): presence's Kick is the caller's
+    // child and every edge handles the command in that trace; `--trace` starts one and says its id.
+    let ctl = crate::cli::Ctl::new();
+    let (auth, presence, messaging) = (&stack.auth_addr, &stack.presence_addr, &stack.messaging_addr);
+    let context = ["context", "add", "traced", "--auth", auth, "--presence", presence, "--messaging", messaging];
+    ctl.run(&context).await.ok();
+    let (caller_trace, caller_span) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{caller_trace}-{caller_span}-01");
+    let env = [("SWITCHBOARD_TOKEN", admin.as_str()), ("TRACEPARENT", traceparent.as_str())];
+    ctl.run_with(&["--context", "traced", "kick", "u3", "--reason", "traced kick"], None, &env).await.ok();
+    u3.closed().await.expect("u3's socket is closed by the kick");
+    let kick = collector
+        .span("presence's Kick span", |seen| seen.service == "switchboard-presence" && seen.name().ends_with("/Kick"))
+        .await;
+    assert_eq!(hex(kick.trace()), caller_trace, "the Kick continues the caller's trace");
+    assert_eq!(hex(&kick.span.parent_span_id), caller_span, "the Kick is the caller's child");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let handled: HashSet<String> = collector
+            .in_trace(kick.trace())
+            .into_iter()
+            .filter(|s| s.name() == "process sb.control.edges" && s.service == "switchboard-edge")
+            .map(|s| s.instance.clone())
+            .collect();
+        if handled.len() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the kick handled in the caller's trace only on {handled:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = ctl.run_with(&["--context", "traced", "--trace", "online"], None, &env[..1]).await;
+    started.ok();
+    let started_trace = started
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("trace "))
+        .unwrap_or_else(|| panic!("--trace prints the trace id on stderr: {started:?}"))
+        .to_owned();
+    collector
+        .span("the traced online call", |seen| {
+            seen.service == "switchboard-presence" && hex(seen.trace()) == started_trace
+        })
+        .await;
+    let malformed = [("SWITCHBOARD_TOKEN", admin.as_str()), ("TRACEPARENT", "00-not-a-trace-01")];
+    let refused = ctl.run_with(&["--context", "traced", "online"], None, &malformed).await;
+    assert!(refused.fails().contains("TRACEPARENT"), "a malformed TRACEPARENT is refused by name: {refused:?}");
+
     // Health checks (HTTP and gRPC) make no spans.
     let _ = sb_tests::http::http_get(stack.auth_metrics, "/readyz").await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
@@ -490,5 +635,5 @@ async fn one_trace_per_message_connect_and_revocation_across_processes() {
             assert!(!everything.contains(secret.as_str()), "span {} carries a secret or the message text", seen.name());
         }
     }
-    drop((u1, u3, u4, u5));
+    drop((u1, u4, u5, operator));
 }

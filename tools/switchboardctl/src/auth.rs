@@ -179,7 +179,7 @@ fn no_user(id: &str) -> impl FnOnce() -> String + '_ {
 pub async fn login(client: &Client, args: LoginArgs) -> Result<(), CliError> {
     let password = read_password(args.password_stdin, "password: ")?;
     let response = auth(client)?
-        .login(pb::LoginRequest { email: args.email.clone(), password })
+        .login(client.request(pb::LoginRequest { email: args.email.clone(), password }))
         .await
         .map_err(|status| match status.code() {
             tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted => {

@@ -9,6 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::context::{Context, Store};
 use crate::error::{CliError, Service, Target};
 use crate::output::Format;
+use crate::trace::TraceContext;
 
 /// How long a connection attempt may take before the service counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -27,6 +28,8 @@ pub struct Client {
     pub store: Store,
     /// `--token` / `SWITCHBOARD_TOKEN`, which wins over the stored one.
     pub token_override: Option<String>,
+    /// The trace context every request carries (`--trace`, `TRACEPARENT`).
+    pub trace: Option<TraceContext>,
 }
 
 impl Client {
@@ -64,10 +67,19 @@ impl Client {
             .ok_or_else(|| CliError::NotLoggedIn { context: self.context_name.clone() })
     }
 
-    /// `message` with `authorization: Bearer <token>`.
+    /// `message` as a request, with the invocation's trace context.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(trace) = &self.trace {
+            trace.apply(&mut request);
+        }
+        request
+    }
+
+    /// `message` with `authorization: Bearer <token>` (and the trace context).
     pub fn authed<T>(&self, message: T) -> Result<tonic::Request<T>, CliError> {
         let token = self.token()?;
-        let mut request = tonic::Request::new(message);
+        let mut request = self.request(message);
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| CliError::Usage("the token contains characters a header cannot carry".to_owned()))?;

@@ -7,7 +7,8 @@
 //! - [`messaging`]: `notify`, `announce`, `history`;
 //! - [`edges`]: `kick`, `edges list`, `edges drain` (EdgeControl, served by presence);
 //! - [`bench`]: `bench verify`, VerifyToken throughput and latency;
-//! - [`output`]: tables and JSON; [`error`]: one clear line per failure.
+//! - [`output`]: tables and JSON; [`error`]: one clear line per failure;
+//! - [`trace`]: `--trace` and `TRACEPARENT`, so a call is found in Jaeger.
 //!
 //! Exit status: 0 on success, 1 when a command fails (one line on stderr),
 //! 2 for a bad command line.
@@ -25,6 +26,7 @@ mod error;
 mod messaging;
 mod output;
 mod presence;
+mod trace;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
@@ -33,6 +35,7 @@ use crate::client::Client;
 use crate::context::{LOCAL, Store};
 use crate::error::CliError;
 use crate::output::Format;
+use crate::trace::TraceContext;
 
 const ABOUT_EXAMPLES: &str = "Examples:
   switchboardctl login --email admin@example.com      # stores a token for the context
@@ -68,6 +71,11 @@ struct GlobalArgs {
     /// flags show up in `ps`).
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// Start a trace for this call and print its id on stderr, to find it
+    /// in Jaeger. Without it, a `TRACEPARENT` (and `TRACESTATE`) in the
+    /// environment makes the call part of that trace.
+    #[arg(long, global = true)]
+    trace: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +156,13 @@ fn client(global: &GlobalArgs) -> Result<Client, CliError> {
     let config = store.load()?;
     let context_name = global.context.clone().or_else(|| config.current.clone()).unwrap_or_else(|| LOCAL.to_owned());
     let context = store.context(&config, &context_name)?;
-    Ok(Client { format: global.output, context_name, context, store, token_override: global.token.clone() })
+    let trace = TraceContext::resolve(global.trace)?;
+    if global.trace
+        && let Some(trace) = &trace
+    {
+        eprintln!("trace {}", trace.trace_id());
+    }
+    Ok(Client { format: global.output, context_name, context, store, token_override: global.token.clone(), trace })
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {

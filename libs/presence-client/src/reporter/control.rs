@@ -15,6 +15,7 @@ use sb_events::rpc::{Reply, RpcError, RpcErrorCode};
 use sb_events::timestamp::now_ms;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{Command, Progress, SessionSource};
 
@@ -82,42 +83,57 @@ pub(super) async fn serve_control(
                 None => return,
             },
         };
-        let reply: Reply<EdgeCommandDone> = match decode::<EdgeCommand>(message.subject.as_str(), &message.payload) {
-            Ok(EdgeCommand::Snapshot { request_id }) => {
-                let (done, counted) = oneshot::channel();
-                let _ = commands.send(Command::Snapshot { request_id, done });
-                match counted.await {
-                    Ok(sockets) => {
-                        Reply::Ok(EdgeCommandDone { edge: edge.as_str().to_owned(), sockets, over_ms: None })
-                    }
-                    Err(_) => Reply::Error(RpcError::new(RpcErrorCode::Unavailable, "edge is stopping")),
-                }
-            }
-            Ok(EdgeCommand::KickUser { user_id, reason }) => {
-                let sockets = source.kick_user(&user_id, &reason);
-                tracing::info!(%user_id, sockets, "user kicked by control command");
-                Reply::Ok(EdgeCommandDone { edge: edge.as_str().to_owned(), sockets, over_ms: None })
-            }
-            Ok(EdgeCommand::Drain { over_ms }) => match source.drain(over_ms.map(Duration::from_millis)) {
-                Some(started) => {
-                    tracing::info!(sockets = started.sockets, over = ?started.over, "drain requested by control command");
-                    Reply::Ok(EdgeCommandDone {
-                        edge: edge.as_str().to_owned(),
-                        sockets: started.sockets,
-                        over_ms: Some(u64::try_from(started.over.as_millis()).unwrap_or(u64::MAX)),
-                    })
-                }
-                None => Reply::Error(RpcError::new(RpcErrorCode::Unavailable, "this edge cannot drain")),
-            },
-            Err(error) => {
-                tracing::info!(%error, "invalid edge command");
-                Reply::Error(RpcError::new(RpcErrorCode::InvalidArgument, format!("invalid edge command: {error}")))
-            }
+        // A command sent inside a trace (an admin's Kick) is handled in it.
+        let span = match sb_telemetry::nats::traced(message.headers.as_ref()) {
+            Some(trace) => sb_telemetry::nats::consumer_span_in(&trace, "edge.control", message.subject.as_str()),
+            None => tracing::Span::none(),
         };
-        if let Some(reply_to) = message.reply
-            && let Err(error) = bus.respond(reply_to, &reply).await
-        {
-            tracing::warn!(%error, "answer edge command");
+        handle_command(&bus, &edge, &commands, source.as_ref(), message).instrument(span).await;
+    }
+}
+
+/// Carries out one control command and answers it.
+async fn handle_command(
+    bus: &Bus,
+    edge: &EdgeId,
+    commands: &mpsc::UnboundedSender<Command>,
+    source: &dyn SessionSource,
+    message: async_nats::Message,
+) {
+    let edge_name = || edge.as_str().to_owned();
+    let reply: Reply<EdgeCommandDone> = match decode::<EdgeCommand>(message.subject.as_str(), &message.payload) {
+        Ok(EdgeCommand::Snapshot { request_id }) => {
+            let (done, counted) = oneshot::channel();
+            let _ = commands.send(Command::Snapshot { request_id, done });
+            match counted.await {
+                Ok(sockets) => Reply::Ok(EdgeCommandDone { edge: edge_name(), sockets, over_ms: None }),
+                Err(_) => Reply::Error(RpcError::new(RpcErrorCode::Unavailable, "edge is stopping")),
+            }
         }
+        Ok(EdgeCommand::KickUser { user_id, reason }) => {
+            let sockets = source.kick_user(&user_id, &reason);
+            tracing::info!(%user_id, sockets, "user kicked by control command");
+            Reply::Ok(EdgeCommandDone { edge: edge_name(), sockets, over_ms: None })
+        }
+        Ok(EdgeCommand::Drain { over_ms }) => match source.drain(over_ms.map(Duration::from_millis)) {
+            Some(started) => {
+                tracing::info!(sockets = started.sockets, over = ?started.over, "drain requested by control command");
+                Reply::Ok(EdgeCommandDone {
+                    edge: edge_name(),
+                    sockets: started.sockets,
+                    over_ms: Some(u64::try_from(started.over.as_millis()).unwrap_or(u64::MAX)),
+                })
+            }
+            None => Reply::Error(RpcError::new(RpcErrorCode::Unavailable, "this edge cannot drain")),
+        },
+        Err(error) => {
+            tracing::info!(%error, "invalid edge command");
+            Reply::Error(RpcError::new(RpcErrorCode::InvalidArgument, format!("invalid edge command: {error}")))
+        }
+    };
+    if let Some(reply_to) = message.reply
+        && let Err(error) = bus.respond(reply_to, &reply).await
+    {
+        tracing::warn!(%error, "answer edge command");
     }
 }

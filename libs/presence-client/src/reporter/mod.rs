@@ -40,6 +40,7 @@ use sb_events::presence::{
 };
 use sb_events::timestamp::now_ms;
 use sb_events::{EdgeId, RoomName};
+use sb_telemetry::TraceLink;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -232,8 +233,17 @@ impl Stored {
 
 /// What the API hands the pipeline.
 pub(super) enum Command {
-    Report { kind: PresenceEventKind, at_ms: i64, stored: Option<Stored> },
-    Snapshot { request_id: String, done: oneshot::Sender<u64> },
+    /// `trace`: the reporting span's context; the event's publish joins its trace.
+    Report {
+        kind: PresenceEventKind,
+        at_ms: i64,
+        stored: Option<Stored>,
+        trace: Option<TraceLink>,
+    },
+    Snapshot {
+        request_id: String,
+        done: oneshot::Sender<u64>,
+    },
 }
 
 impl Reporter {
@@ -279,8 +289,10 @@ impl Reporter {
             progress: progress.clone(),
             max_in_flight: config.max_in_flight.max(1),
         };
-        let span = tracing::info_span!("presence.reporter", edge = %config.edge, %incarnation);
-        tracker.spawn(tracing::Instrument::instrument(pipeline.run(receiver, cancel.clone()), span.clone()));
+        // The reporter's tasks run in no span: each event's publish is a
+        // child of the span that reported it (if any), and heartbeats and
+        // snapshots start no trace.
+        tracker.spawn(pipeline.run(receiver, cancel.clone()));
 
         let reporter = Self {
             inner: Arc::new(Inner {
@@ -304,7 +316,7 @@ impl Reporter {
             futures_util::stream::select_all(subscriptions),
             cancel.clone(),
         );
-        tracker.spawn(tracing::Instrument::instrument(control, span.clone()));
+        tracker.spawn(control);
         let heartbeat = control::send_heartbeats(
             bus,
             control::HeartbeatSettings {
@@ -319,7 +331,7 @@ impl Reporter {
             progress,
             cancel.clone(),
         );
-        tracker.spawn(tracing::Instrument::instrument(heartbeat, span));
+        tracker.spawn(heartbeat);
 
         match tokio::time::timeout(START_TIMEOUT, started).await {
             Ok(Ok(_)) => Ok(reporter),
@@ -409,7 +421,7 @@ impl Reporter {
         if self.inner.stopped.load(Ordering::Acquire) {
             return;
         }
-        let command = Command::Report { kind, at_ms: now_ms(), stored };
+        let command = Command::Report { kind, at_ms: now_ms(), stored, trace: TraceLink::current() };
         if self.inner.commands.send(command).is_err() {
             tracing::debug!("presence reporter stopped; event not reported");
         }

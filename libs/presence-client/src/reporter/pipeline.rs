@@ -18,6 +18,7 @@ use sb_events::bus::Bus;
 use sb_events::presence::{PresenceEvent, PresenceEventKind, SNAPSHOT_PART_MAX_SESSIONS, SessionState};
 use sb_events::timestamp::now_ms;
 use sb_service::Backoff;
+use sb_telemetry::TraceLink;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +37,11 @@ pub(super) struct InFlight {
     /// The number of sockets once this event is applied.
     sockets_after: u64,
     stored: Option<Stored>,
+    /// The trace of the span that reported it, if any.
+    trace: Option<TraceLink>,
+    /// The producer span (`send <p>.presence.ev.{edge}`), open from the
+    /// first publish until the PubAck; `Span::none()` without a trace.
+    span: Option<tracing::Span>,
     /// `None` until (re)published.
     ack: Option<AckFuture>,
 }
@@ -100,7 +106,15 @@ impl Pipeline {
     /// Publishes, in order, every event not yet sent; stops at the first failure.
     async fn publish_unsent(&mut self) {
         for entry in self.in_flight.iter_mut().filter(|entry| entry.ack.is_none()) {
-            match self.bus.publish_durable_pipelined(self.subject.clone(), &entry.msg_id, entry.payload.clone()).await {
+            let span = entry.span.get_or_insert_with(|| match &entry.trace {
+                Some(trace) => sb_telemetry::nats::producer_span_in(trace, &self.subject, Some(&entry.msg_id)),
+                None => tracing::Span::none(),
+            });
+            match self
+                .bus
+                .publish_durable_pipelined(span, self.subject.clone(), &entry.msg_id, entry.payload.clone())
+                .await
+            {
                 Ok(ack) => entry.ack = Some(ack.into_future()),
                 Err(error) => {
                     tracing::warn!(%error, seq = entry.seq, "publish presence event; will retry");
@@ -120,7 +134,7 @@ impl Pipeline {
 
     fn accept(&mut self, command: Command) {
         match command {
-            Command::Report { kind, at_ms, stored } => self.number(kind, at_ms, stored),
+            Command::Report { kind, at_ms, stored, trace } => self.number(kind, at_ms, stored, trace),
             Command::Snapshot { request_id, done } => {
                 let sessions = self.source.sessions();
                 let count = sessions.len() as u64;
@@ -147,7 +161,7 @@ impl Pipeline {
                         last: part == last_part,
                         sessions,
                     };
-                    self.number(kind, at_ms, None);
+                    self.number(kind, at_ms, None, None);
                 }
                 tracing::debug!(%request_id, sockets = count, "snapshot queued");
                 let _ = done.send(count);
@@ -156,7 +170,7 @@ impl Pipeline {
     }
 
     /// Gives `kind` the next seq and queues it for publishing.
-    fn number(&mut self, kind: PresenceEventKind, at_ms: i64, stored: Option<Stored>) {
+    fn number(&mut self, kind: PresenceEventKind, at_ms: i64, stored: Option<Stored>, trace: Option<TraceLink>) {
         match &kind {
             PresenceEventKind::SessionOpened { socket, .. } => {
                 self.sockets.insert(socket.clone());
@@ -189,6 +203,8 @@ impl Pipeline {
             payload,
             sockets_after: self.sockets.len() as u64,
             stored,
+            trace,
+            span: None,
             ack: None,
         });
     }

@@ -200,10 +200,7 @@ async fn store(ingest: &Ingest, items: &[Item], locations: &Locations) -> bool {
         "messaging.store",
         otel.name = "INSERT messages",
         otel.kind = "client",
-        db.system.name = match ingest.store.backend() {
-            sb_db::Backend::Postgres => "postgresql",
-            sb_db::Backend::Sqlite => "sqlite",
-        },
+        db.system.name = ingest.store.backend().system_name(),
         db.operation.name = "INSERT",
         db.collection.name = "messages",
         db.operation.batch.size = rows.len(),
@@ -240,10 +237,11 @@ async fn store(ingest: &Ingest, items: &[Item], locations: &Locations) -> bool {
 /// message's consumer span so the trace continues from the edge. Private
 /// deliveries to users presence placed on
 /// edges that take them are gathered into one message per edge
-/// (`deliver.edge.<edge>`), in order.
+/// (`deliver.edge.<edge>`), in order, each in the trace of its first message.
 async fn route(ingest: &Ingest, items: &[Item], locations: &Locations) -> bool {
     let mut per_edge = crate::route::EdgeBatches::default();
-    for item in items.iter().filter(|item| item.first_of_id) {
+    for (index, item) in items.iter().enumerate().filter(|(_, item)| item.first_of_id) {
+        per_edge.routing(index);
         let published = async {
             for (subject, delivery) in
                 crate::route::deliveries(&item.accepted, &ingest.bus.subjects, locations, &mut per_edge)?
@@ -258,8 +256,9 @@ async fn route(ingest: &Ingest, items: &[Item], locations: &Locations) -> bool {
         }
         ingest.metrics.routed.get_or_create(&KindLabel { kind: item.accepted.kind().as_str() }).inc();
     }
-    for (subject, batch) in per_edge.into_subjects(&ingest.bus.subjects) {
-        if let Err(error) = ingest.bus.publish(subject, &batch).await {
+    // An edge's batch continues the trace of its first message.
+    for (subject, batch, first) in per_edge.into_subjects(&ingest.bus.subjects) {
+        if let Err(error) = ingest.bus.publish(subject, &batch).instrument(items[first].span.clone()).await {
             tracing::error!(%error, "failed to route private deliveries to an edge; redelivering batch");
             return false;
         }

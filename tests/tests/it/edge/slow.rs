@@ -1,7 +1,10 @@
 //! Slow consumers: sockets that stop reading while their room is busy are
 //! closed (their client reconnects and catches up), never kept connected
 //! with a gap in what they received; the room's other members are not held
-//! back.
+//! back, and the edge's memory stays bounded by its per-socket buffers.
+//!
+//! The edge under test runs as its own process (the debug `sb-edge` that
+//! `make test` builds) beside an in-process stack, so its RSS is its own.
 //!
 //! The slow sockets are raw Engine.IO WebSockets with a small receive
 //! buffer, so the kernel holds little for them: once the edge's send buffer
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use sb_tests::DbKind;
+use sb_tests::cluster::{ServiceProcess, built_bin, free_port, rss_bytes, wait_ready};
 use sb_tests::edge::TestClient;
 use sb_tests::stack::{StackOptions, TestStack};
 use serde_json::{Value, json};
@@ -23,7 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const ROOM: &str = "busy";
-const SLOW: usize = 20;
+const SLOW: usize = 100;
 const NORMAL: usize = 3;
 const SENDERS: usize = 5;
 /// Per sender: 5 × 90 = 450 messages a second into the room.
@@ -31,6 +35,8 @@ const RATE_PER_SENDER: u64 = 90;
 const SEND_FOR: Duration = Duration::from_secs(6);
 const BODY_BYTES: usize = 4000;
 const BUFFER_PACKETS: usize = 64;
+/// A delivery packet of one test message at most: the body and its envelope.
+const PACKET_BYTES: u64 = BODY_BYTES as u64 + 400;
 
 /// A Socket.IO client on a bare WebSocket whose reads the test controls.
 struct RawSocket {
@@ -158,12 +164,22 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
-    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| {
-        config.socket_buffer_packets = BUFFER_PACKETS;
-        config.max_sockets_per_user = 100;
-    });
-    let stack = TestStack::start_with(options).await.expect("stack");
-    let addr = stack.edges[0].addr;
+    let stack = TestStack::start_with(StackOptions::new(DbKind::Sqlite)).await.expect("stack");
+    let logs = tempfile::Builder::new().prefix("sb-slow-").tempdir().expect("log dir");
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
+    let env = [
+        ("LISTEN_ADDR", addr.to_string()),
+        ("EDGE_ID", "slow-edge".to_owned()),
+        ("AUTH_ADDR", stack.auth.uri()),
+        ("NATS_URL", stack.nats_url().to_owned()),
+        ("SOCKET_BUFFER_PACKETS", BUFFER_PACKETS.to_string()),
+        ("MAX_SOCKETS_PER_USER", "200".to_owned()),
+    ];
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let edge = ServiceProcess::start("slow-edge", &built_bin("sb-edge"), env, logs.path()).expect("start sb-edge");
+    wait_ready(addr, Duration::from_secs(60)).await.unwrap_or_else(|error| panic!("{error}\n{}", edge.log_tail()));
+    let pid = edge.pid().expect("the edge runs");
+    let edge_url = format!("http://{addr}");
     let reader = stack.user("reader").await.expect("reader");
     let start = Instant::now();
 
@@ -183,10 +199,24 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
     let mut senders = Vec::new();
     for i in 0..SENDERS {
         let user = stack.user(&format!("sender{i}")).await.expect("sender");
-        let client = Arc::new(TestClient::connect_ws(stack.url(), &user.token).await.expect("sender connects"));
+        let client = Arc::new(TestClient::connect_ws(&edge_url, &user.token).await.expect("sender connects"));
         client.ack("join_room", json!({ "room": ROOM })).await.expect("sender joins");
         senders.push(client);
     }
+
+    // The edge's memory with every socket connected and joined, then its
+    // peak while the slow sockets' buffers fill.
+    let baseline = rss_bytes(pid).expect("the edge's RSS");
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            while let Some(rss) = rss_bytes(pid) {
+                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
 
     // The normal members read all along.
     let readers: Vec<_> = normal
@@ -240,6 +270,30 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
     // 4 KiB messages: the edge's send buffer (≤ 4 MiB) and 64 packets hold
     // far less than the ~10 MiB each slow socket was sent.
     assert!(closed > 0, "no slow socket was closed: the test no longer overflows a buffer ({sent} sent)");
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let grew = peak.saturating_sub(baseline);
+    // What the edge may hold for the slow sockets: their packet buffers
+    // (twice, for the allocator's slack and a frame being encoded), plus
+    // 64 MiB for everything else (the normal members' traffic, tokio and
+    // NATS buffers of a debug build). Unbounded, it would hold what they
+    // were sent: ~10 MiB each, ~1 GiB for the hundred.
+    let bound = 2 * SLOW as u64 * BUFFER_PACKETS as u64 * PACKET_BYTES + (64 << 20);
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "edge RSS {:.1} MiB with {} sockets, peak {:.1} MiB (+{:.1} MiB; bound +{:.1} MiB)",
+        mib(baseline),
+        SLOW + NORMAL + SENDERS,
+        mib(peak),
+        mib(grew),
+        mib(bound)
+    );
+    assert!(
+        grew <= bound,
+        "the edge's RSS grew by {:.1} MiB, past {:.1} MiB: slow sockets are not bounded",
+        mib(grew),
+        mib(bound)
+    );
 
     let mut latencies = Vec::new();
     for (i, task) in readers.into_iter().enumerate() {
