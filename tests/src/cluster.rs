@@ -164,12 +164,16 @@ impl Drop for NatsCluster {
 }
 
 /// Where `make test` put the debug build of binary `name` (`sb-edge`, …):
-/// `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`. Panics
-/// with what to run when it is missing.
+/// `$CARGO_TARGET_DIR/debug`, else the workspace's `target/debug`; with
+/// `SB_BIN_DIR` set, that directory instead (e.g. `target/release`, to
+/// measure a release build). Panics with what to run when it is missing.
 pub fn built_bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
-    let path = target.join("debug").join(name);
+    let dir = std::env::var_os("SB_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+        target.join("debug")
+    });
+    let path = dir.join(name);
     assert!(path.is_file(), "{} is missing: run `cargo build --workspace --bins` (make test does)", path.display());
     path
 }

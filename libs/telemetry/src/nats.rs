@@ -253,6 +253,25 @@ mod tests {
     }
 
     #[test]
+    fn only_traced_headers_give_a_link_and_linked_spans_join_the_trace() {
+        crate::init_for_tests();
+        assert!(traced(None).is_none());
+        assert!(traced(Some(&HeaderMap::new())).is_none(), "no traceparent, no trace to continue");
+        let producer = tracing::info_span!("producer");
+        let mut headers = HeaderMap::new();
+        producer.in_scope(|| inject(&mut headers));
+        let link = traced(Some(&headers)).expect("a traceparent is a trace");
+        let trace = producer.context().span().span_context().trace_id();
+        let consumer = consumer_span_in(&link, "test", "sb.presence.ev.e1");
+        assert_eq!(consumer.context().span().span_context().trace_id(), trace);
+        // Published later by a task running in no span (or another one).
+        let other = tracing::info_span!("unrelated");
+        let send = other.in_scope(|| producer_span_in(&link, "sb.deliver.room.lobby", None));
+        assert_eq!(send.context().span().span_context().trace_id(), trace);
+        assert!(crate::TraceLink::current().is_none(), "outside any span there is no trace");
+    }
+
+    #[test]
     fn text_fields_round_trip_the_trace() {
         crate::init_for_tests();
         let producer = tracing::info_span!("producer");
