@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export NATS_SERVER_BIN ?= $(shell scripts/ensure-nats.sh 2>/dev/null)
 
-.PHONY: run test lint fmt build e2e bench bench-baseline profile deps-test test-cluster fuzz-smoke fuzz
+.PHONY: run test lint fmt build e2e bench bench-baseline soak profile deps-test test-cluster fuzz-smoke fuzz
 
 ## run: the whole stack on this machine (nats-server, auth, presence, messaging, edge)
 run:
@@ -56,3 +56,7 @@ bench:
 ## bench-baseline: the same suite against the NestJS gateway (BASELINE_DIR), for side-by-side figures
 bench-baseline:
 	@scripts/bench-baseline.sh
+
+## soak: the stack for SOAK_DURATION (30m) under churn, room and private traffic; presence, fd, RSS, error-log checks (docs/soak.md); not CI
+soak:
+	@scripts/soak.sh
