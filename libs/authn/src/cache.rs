@@ -54,6 +54,10 @@ struct Entry {
 struct Inner {
     entries: HashMap<TokenKey, Entry>,
     generation: u64,
+    /// When expired entries are dropped next (every `ttl`), so the cache
+    /// holds what the last `ttl` verified, not `capacity` entries of which
+    /// most are stale (a churn of new users filled it within minutes).
+    next_sweep: Option<Instant>,
 }
 
 /// The cache itself; shared by clones of one [`crate::AuthClient`].
@@ -64,7 +68,7 @@ pub(crate) struct VerifyCache {
 
 impl VerifyCache {
     pub(crate) fn new(settings: VerifyCacheSettings) -> Self {
-        Self { settings, inner: Mutex::new(Inner { entries: HashMap::new(), generation: 0 }) }
+        Self { settings, inner: Mutex::new(Inner { entries: HashMap::new(), generation: 0, next_sweep: None }) }
     }
 
     /// The generation to pass to [`Self::insert`]; read it before asking auth.
@@ -95,6 +99,14 @@ impl VerifyCache {
         let mut inner = self.inner.lock();
         if inner.generation != generation {
             return;
+        }
+        if inner.next_sweep.is_none_or(|at| now >= at) {
+            inner.entries.retain(|_, entry| entry.valid_until > now);
+            if inner.entries.capacity() > 64 && inner.entries.len() < inner.entries.capacity() / 4 {
+                let keep = inner.entries.len() * 2;
+                inner.entries.shrink_to(keep);
+            }
+            inner.next_sweep = Some(now + self.settings.ttl);
         }
         if inner.entries.len() >= self.settings.capacity && !inner.entries.contains_key(&key) {
             inner.entries.retain(|_, entry| entry.valid_until > now);
@@ -177,6 +189,18 @@ mod tests {
         cache.invalidate_user("u1");
         assert!(cache.get(&token_key("t1")).is_none());
         assert!(cache.get(&token_key("t2")).is_some());
+    }
+
+    #[test]
+    fn expired_entries_are_swept_every_ttl_not_only_when_full() {
+        let cache = cache(Duration::from_millis(30), 10_000);
+        for n in 0..100 {
+            cache.insert(token_key(&format!("t{n}")), &user(&format!("u{n}"), 3600), cache.generation());
+        }
+        assert_eq!(cache.len(), 100);
+        std::thread::sleep(Duration::from_millis(40));
+        cache.insert(token_key("fresh"), &user("fresh", 3600), cache.generation());
+        assert_eq!(cache.len(), 1, "the hundred expired entries went at the next insert after a ttl");
     }
 
     #[test]

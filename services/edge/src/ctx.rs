@@ -47,13 +47,23 @@ pub(crate) struct EdgeCtx {
 const KNOWN_USER_TTL: Duration = Duration::from_secs(600);
 /// Most user ids remembered.
 const KNOWN_USERS_MAX: usize = 100_000;
+/// How often ids older than [`KNOWN_USER_TTL`] are dropped, so the set holds
+/// the users of the last ten minutes or so, not every user ever seen up to
+/// [`KNOWN_USERS_MAX`] (which a churn of new users fills over hours).
+const KNOWN_USERS_SWEEP: Duration = Duration::from_secs(60);
 
 /// A positive cache of user ids auth confirmed, so a private message to a
 /// known user costs no round trip. Unknown ids are never cached (a user
 /// created a moment later must become reachable at once).
 #[derive(Default)]
 pub(crate) struct KnownUsers {
-    ids: Mutex<HashMap<String, Instant>>,
+    ids: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    ids: HashMap<String, Instant>,
+    next_sweep: Option<Instant>,
 }
 
 impl KnownUsers {
@@ -61,7 +71,7 @@ impl KnownUsers {
     /// it was confirmed recently.
     pub(crate) async fn check(&self, auth: &AuthClient, caller_token: &str, user: &UserId) -> Result<(), ClientError> {
         let now = Instant::now();
-        if self.ids.lock().get(user.as_str()).is_some_and(|seen| now.duration_since(*seen) < KNOWN_USER_TTL) {
+        if self.ids.lock().ids.get(user.as_str()).is_some_and(|seen| now.duration_since(*seen) < KNOWN_USER_TTL) {
             return Ok(());
         }
         let found =
@@ -77,22 +87,48 @@ impl KnownUsers {
         if !found.iter().any(|public| public.id == user.as_str()) {
             return Err(ClientError::UnknownUser(user.as_str().to_owned()));
         }
-        let mut ids = self.ids.lock();
-        if ids.len() >= KNOWN_USERS_MAX {
-            ids.retain(|_, seen| now.duration_since(*seen) < KNOWN_USER_TTL);
-            if ids.len() >= KNOWN_USERS_MAX {
-                ids.clear();
-            }
-        }
-        ids.insert(user.as_str().to_owned(), now);
+        self.insert_at(user.as_str(), now);
         Ok(())
     }
 
     /// Remembers an id known to exist (a connected user).
     pub(crate) fn remember(&self, user: &str) {
-        let mut ids = self.ids.lock();
-        if ids.len() < KNOWN_USERS_MAX {
-            ids.insert(user.to_owned(), Instant::now());
+        self.insert_at(user, Instant::now());
+    }
+
+    fn insert_at(&self, user: &str, now: Instant) {
+        let mut known = self.ids.lock();
+        let sweep = known.next_sweep.is_none_or(|at| now >= at);
+        if sweep || known.ids.len() >= KNOWN_USERS_MAX {
+            known.ids.retain(|_, seen| now.duration_since(*seen) < KNOWN_USER_TTL);
+            if known.ids.len() >= KNOWN_USERS_MAX {
+                known.ids.clear();
+            }
+            known.next_sweep = Some(now + KNOWN_USERS_SWEEP);
         }
+        known.ids.insert(user.to_owned(), now);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.ids.lock().ids.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_users_forget_ids_older_than_the_ttl_at_the_next_sweep() {
+        let known = KnownUsers::default();
+        let start = Instant::now();
+        for n in 0..50 {
+            known.insert_at(&format!("old{n}"), start);
+        }
+        known.insert_at("recent", start + KNOWN_USERS_SWEEP / 2);
+        assert_eq!(known.len(), 51, "nothing is swept before a sweep interval passed");
+        known.insert_at("new", start + KNOWN_USER_TTL + Duration::from_secs(10));
+        assert_eq!(known.len(), 2, "the old ids went; the recent one stays");
     }
 }
