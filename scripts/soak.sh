@@ -16,7 +16,9 @@
 #   - presence counts exact (churn), nothing lost (fanout, private),
 #   - no fd growth: median of the last K steady samples <= median of the first K after SOAK_WARMUP
 #     plus max(FD_ALLOWANCE, FD_ALLOWANCE_PCT %),
-#   - RSS of each process within RSS_TOLERANCE_PCT % of its level after warm-up (same medians),
+#   - RSS of each service within RSS_TOLERANCE_PCT % of its level after warm-up (same medians;
+#     nats-server's is reported, not judged: its file store caches the JetStream block being
+#     written, so it follows the streams' sizes, reported beside it, see docs/soak.md),
 #   - no ERROR line (or panic) in any service log; WARN lines are counted and fail only when their
 #     message does not match SOAK_EXPECTED_WARN,
 #   - every server process still running.
@@ -271,7 +273,7 @@ jq -n --slurpfile samples "$out/samples.jsonl" --slurpfile logs "$logs_json" \
        delivered("fanout"; $fanout), delivered("private"; $private)]
       + [$stats[] | check("no fd growth: \(.name)"; .fds_end != null and .fd_limit != null and .fds_end <= .fd_limit;
            "\(.fds_base) -> \(.fds_end) fds (limit \(.fd_limit)), sockets \(.sockets_base) -> \(.sockets_end); idle before \(.fds_idle_before), after \(.fds_idle_after)")]
-      + [$stats[] | check("RSS within \($rss_pct) %: \(.name)"; .rss_change_pct != null and (.rss_change_pct | fabs) <= $rss_pct;
+      + [$stats[] | select(.name != "nats") | check("RSS within \($rss_pct) %: \(.name)"; .rss_change_pct != null and (.rss_change_pct | fabs) <= $rss_pct;
            "\(.rss_base_kb) -> \(.rss_end_kb) KiB (\(.rss_change_pct) %)")]
       + [check("no ERROR lines"; ([$lines[] | select(.level == "ERROR")] | length) == 0;
            ([$names[] as $n | "\($n) \([$lines[] | select(.service == $n and .level == "ERROR")] | length)"] | join(", "))),
