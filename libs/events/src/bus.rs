@@ -19,6 +19,10 @@ use crate::{HEADER_MSG_ID, Subjects};
 
 /// Longest wait of each step of [`Bus::close`] (flush, then drain).
 pub const CLOSE_STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the ingest and presence streams remember a `Nats-Msg-Id`, so a
+/// republished message is stored once. A stream must keep messages at least
+/// this long (`PRESENCE_STREAM_MAX_AGE`).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -397,7 +401,7 @@ impl Bus {
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 discard: stream::DiscardPolicy::New,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: DUPLICATE_WINDOW,
                 num_replicas: replicas.max(1),
                 description: Some("Switchboard: accepted messages until messaging has stored them".to_owned()),
                 ..Default::default()
@@ -438,7 +442,7 @@ impl Bus {
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
                 max_age,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: DUPLICATE_WINDOW,
                 num_replicas: replicas.max(1),
                 description: Some("Switchboard: connects, disconnects, joins and leaves reported by edges".to_owned()),
                 ..Default::default()

@@ -25,7 +25,8 @@ pub struct Config {
     pub scope: Scope,
     /// How long the presence stream keeps events (e.g. `1h`, `30m`). Live
     /// edges are asked for a fresh snapshot every third of this.
-    #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = sb_config::parse_duration, default_value = "1h")]
+    /// At least 2 minutes, the stream's duplicate window.
+    #[arg(long, env = "PRESENCE_STREAM_MAX_AGE", value_parser = parse_stream_max_age, default_value = "1h")]
     pub stream_max_age: Duration,
     /// Replicas of the presence and lease streams (1 for a single nats-server,
     /// 3 in a cluster); the same setting as the other services'.
@@ -91,6 +92,21 @@ impl Config {
     }
 }
 
+/// `PRESENCE_STREAM_MAX_AGE`: a duration no shorter than the stream's
+/// duplicate window, which JetStream requires to fit inside it.
+fn parse_stream_max_age(text: &str) -> Result<Duration, String> {
+    let age = sb_config::parse_duration(text)?;
+    let window = sb_events::bus::DUPLICATE_WINDOW;
+    if age < window {
+        return Err(format!(
+            "must be at least {}s: the presence stream drops republished events within a {}s duplicate window, which must fit inside it",
+            window.as_secs(),
+            window.as_secs()
+        ));
+    }
+    Ok(age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +130,13 @@ mod tests {
         assert_eq!(config.metrics_addr.port(), 9102);
         assert_eq!(config.scope, Scope::All);
         assert!(Config::try_parse_from(["sb-presence", "--scope", "everyone"]).is_err());
+    }
+
+    #[test]
+    fn a_stream_age_shorter_than_the_duplicate_window_is_refused() {
+        let error = Config::try_parse_from(["sb-presence", "--stream-max-age", "30s"]).unwrap_err().to_string();
+        assert!(error.contains("at least 120s"), "{error}");
+        let config = Config::try_parse_from(["sb-presence", "--stream-max-age", "2m"]).expect("2m is the shortest");
+        assert_eq!(config.stream_max_age, Duration::from_secs(120));
     }
 }
