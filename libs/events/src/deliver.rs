@@ -107,4 +107,17 @@ mod tests {
         let decoded: UserPresence = serde_json::from_str(back.data.get()).unwrap();
         assert_eq!(decoded, payload);
     }
+
+    #[test]
+    fn a_number_beyond_f64_passes_through_verbatim() {
+        // Found by `wire_types`: valid JSON that `serde_json::Value` cannot
+        // hold. A delivery carries it unchanged; a JavaScript client reads it
+        // as Infinity.
+        let delivery: Delivery = serde_json::from_str(r#"["q",1619E99161]"#).unwrap();
+        assert_eq!(delivery.data.get(), "1619E99161");
+        let wire = serde_json::to_string(&delivery).unwrap();
+        let back: Delivery = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back.data.get(), "1619E99161");
+        assert!(serde_json::from_str::<serde_json::Value>(back.data.get()).is_err());
+    }
 }
