@@ -85,6 +85,9 @@ pub enum Transport {
     Websocket,
     /// Long-polling only.
     Polling,
+    /// Long-polling first, then upgraded to a WebSocket (what the official
+    /// client does by default).
+    Upgrade,
 }
 
 /// Something the server sent.
@@ -158,6 +161,7 @@ impl TestClient {
             .transport_type(match transport {
                 Transport::Websocket => TransportType::Websocket,
                 Transport::Polling => TransportType::Polling,
+                Transport::Upgrade => TransportType::WebsocketUpgrade,
             })
             .on_any({
                 let sender = sender.clone();

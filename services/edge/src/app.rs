@@ -237,6 +237,7 @@ impl App {
             rate_per_sec: config.rate_limit_per_sec,
             rate_burst: config.rate_limit_burst,
             queue_limit: config.event_queue_limit.max(1),
+            socket_buffer_bytes: config.socket_buffer_bytes,
             max_rooms_per_socket: usize::from(config.max_rooms_per_socket),
             publish_timeout: config.publish_timeout.max(Duration::from_millis(1)),
             drain,

@@ -10,6 +10,9 @@ use sb_config::parse_duration;
 /// What a stop needs after the drain (presence told, NATS drained); see [`Config::validate`].
 pub const DRAIN_STOP_MARGIN: Duration = Duration::from_secs(5);
 
+/// The smallest `SOCKET_BUFFER_BYTES`: a few frames of the largest messages.
+pub const SOCKET_BUFFER_BYTES_MIN: u64 = 64 << 10;
+
 /// Settings renamed in wave 2 (durations are written like `5s` now); a
 /// deployment that still sets an old name fails to start with the new one.
 pub const RENAMED: &[(&str, &str)] = &[
@@ -57,6 +60,13 @@ pub struct Config {
     /// `switchboard_edge_slow_disconnects_total`.
     #[arg(long, env = "SOCKET_BUFFER_PACKETS", default_value_t = 1024)]
     pub socket_buffer_packets: usize,
+    /// Bytes buffered per socket for a client that reads slowly (what the
+    /// edge handed its transport and the transport has not written yet); a
+    /// frame past it closes the socket's transport, as a full
+    /// `SOCKET_BUFFER_PACKETS` does. One frame larger than it (a large
+    /// `get_history` page) still goes into an empty buffer.
+    #[arg(long, env = "SOCKET_BUFFER_BYTES", default_value_t = 1 << 20)]
+    pub socket_buffer_bytes: u64,
     /// Longest `message` accepted in `send_message` / `admin_broadcast`, in UTF-8 bytes.
     #[arg(long, env = "MESSAGE_MAX_BYTES", default_value_t = 4096)]
     pub message_max_bytes: usize,
@@ -171,6 +181,7 @@ impl Config {
             ws_max_message_size: 1 << 20,
             polling_max_payload: 1 << 20,
             socket_buffer_packets: 1024,
+            socket_buffer_bytes: 1 << 20,
             message_max_bytes: 4096,
             rate_limit_per_sec: 100.0,
             rate_limit_burst: 200,
@@ -222,8 +233,16 @@ impl Config {
     }
 
     /// Refuses settings that cannot work together: a stop must leave time
-    /// for the drain (`SHUTDOWN_TIMEOUT` > `DRAIN_DURATION`).
+    /// for the drain (`SHUTDOWN_TIMEOUT` > `DRAIN_DURATION`), and a socket's
+    /// buffer must hold a few large frames (`SOCKET_BUFFER_BYTES`).
     pub fn validate(&self) -> Result<(), String> {
+        if self.socket_buffer_bytes < SOCKET_BUFFER_BYTES_MIN {
+            return Err(format!(
+                "SOCKET_BUFFER_BYTES ({}) must be at least {SOCKET_BUFFER_BYTES_MIN} bytes (a few frames of the largest messages); the default is {}",
+                self.socket_buffer_bytes,
+                1 << 20
+            ));
+        }
         if !self.drain_duration.is_zero() && self.shutdown_timeout <= self.drain_duration + DRAIN_STOP_MARGIN {
             return Err(format!(
                 "SHUTDOWN_TIMEOUT ({:?}) must be longer than DRAIN_DURATION ({:?}) plus {:?} for the last steps of the stop; raise SHUTDOWN_TIMEOUT or lower DRAIN_DURATION",
@@ -276,6 +295,16 @@ mod tests {
         let error = config.validate().expect_err("10s cannot cover a 30s drain");
         assert!(error.contains("SHUTDOWN_TIMEOUT") && error.contains("DRAIN_DURATION"), "{error}");
         config.shutdown_timeout = Duration::from_secs(40);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_socket_buffer_must_hold_a_few_large_frames() {
+        let mut config = Config::for_tests("nats://127.0.0.1:4222", "http://127.0.0.1:50051");
+        config.socket_buffer_bytes = 4096;
+        let error = config.validate().expect_err("4 KiB holds one message");
+        assert!(error.contains("SOCKET_BUFFER_BYTES (4096)"), "{error}");
+        config.socket_buffer_bytes = SOCKET_BUFFER_BYTES_MIN;
         assert!(config.validate().is_ok());
     }
 

@@ -47,7 +47,7 @@ use crate::bucket::TokenBucket;
 use crate::ctx::EdgeCtx;
 use crate::error::ConnectRefusal;
 use crate::queue::{self, Dispatcher};
-use crate::session::Session;
+use crate::session::{Budget, Session};
 use crate::socket::SocketArc;
 
 /// Where the token was found.
@@ -145,8 +145,10 @@ async fn authenticate_inner(
     let user_id = UserId::parse(user.id.clone()).map_err(|_| ConnectRefusal::Token(AuthFailure::UserUnknown))?;
     tracing::Span::current().record("switchboard.user.id", user_id.as_str());
     let bucket = TokenBucket::new(ctx.rate_per_sec, f64::from(ctx.rate_burst), std::time::Instant::now());
-    let session = Arc::new(Session::new(socket, user, user_id, token, bucket, &ctx.registry, &ctx.drain.transports));
+    let budget = Budget { events: bucket, buffer_bytes: ctx.socket_buffer_bytes };
+    let session = Arc::new(Session::new(socket, user, user_id, token, budget, &ctx.registry, &ctx.drain.transports));
     ctx.registry.insert(&session)?;
+    ctx.drain.transports.watch(socket, session.outbox.clone());
 
     let socket_ref = socketioxide::extract::SocketRef::from(socket.clone());
     let user_lease = ctx.deliveries.acquire_user(&session.user_id, &socket_ref);

@@ -37,6 +37,8 @@ pub(crate) struct EdgeCtx {
     pub(crate) rate_per_sec: f64,
     pub(crate) rate_burst: u32,
     pub(crate) queue_limit: usize,
+    /// Bytes one socket's outgoing buffer may hold (`SOCKET_BUFFER_BYTES`).
+    pub(crate) socket_buffer_bytes: u64,
     /// Most rooms one socket may be in (`MAX_ROOMS_PER_SOCKET`).
     pub(crate) max_rooms_per_socket: usize,
     pub(crate) publish_timeout: Duration,

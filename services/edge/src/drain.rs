@@ -212,7 +212,14 @@ pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: 
         return next.run(request).await;
     }
     drain.transports.note_request(&request);
-    let handshake = EngineQuery::of(request.uri()).and_then(|query| query.sid).is_none();
+    let query = EngineQuery::of(request.uri());
+    let handshake = query.as_ref().and_then(|query| query.sid.as_ref()).is_none();
+    // A poll's response carries what left the session's outgoing buffer.
+    let poll = (request.method() == http::Method::GET)
+        .then_some(query)
+        .flatten()
+        .filter(|query| query.transport.as_deref() == Some("polling"))
+        .and_then(|query| query.sid?.parse::<socketioxide::socket::Sid>().ok());
     if handshake
         && let Some(address) = gate.limiter.address(&request, peer)
         && !gate.limiter.allow(address, std::time::Instant::now())
@@ -234,7 +241,9 @@ pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: 
     // sessions (every poll) never take the registry's lock for it.
     let full = handshake && drain.registry.is_full();
     if !draining && !full {
-        return next.run(request).await;
+        let response = next.run(request).await;
+        count_poll(&drain.transports, poll, &response);
+        return response;
     }
     if handshake {
         let (reason, message) = if draining { ("draining", DRAINING_MESSAGE) } else { ("edge full", FULL_MESSAGE) };
@@ -254,6 +263,7 @@ pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: 
         return next.run(request).await;
     }
     let mut response = next.run(request).await;
+    count_poll(&drain.transports, poll, &response);
     // A refused request (e.g. the poll of a session the drain closed) ends
     // its connection, so the client's reconnect opens a new one, which the
     // balancer sends elsewhere; live sessions keep theirs until their turn.
@@ -261,6 +271,15 @@ pub(crate) async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: 
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Counts the body of `poll`'s response as written from its session's
+/// outgoing buffer ([`crate::outbox`]).
+fn count_poll(transports: &Transports, poll: Option<socketioxide::socket::Sid>, response: &Response) {
+    if let Some(sid) = poll {
+        let bytes = axum::body::HttpBody::size_hint(response.body());
+        transports.polled(sid, bytes.exact().unwrap_or(bytes.lower()));
+    }
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ pub(crate) fn release(ctx: &EdgeCtx, session: &Arc<Session>) {
         (std::mem::take(&mut state.rooms), state.user_lease.take(), state.opened)
     };
     ctx.registry.remove_session(session);
+    ctx.drain.transports.forget(session.sid);
     if opened {
         ctx.presence.closed(session);
         ctx.metrics.sockets.dec();

@@ -46,6 +46,7 @@ pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+mod outbox;
 pub mod payload;
 pub mod presence;
 pub mod queue;

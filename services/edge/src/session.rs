@@ -22,6 +22,7 @@ use socketioxide::socket::Sid;
 use crate::bucket::TokenBucket;
 use crate::delivery::{Lease, UserLease};
 use crate::error::{ConnectRefusal, RefusedAccess};
+use crate::outbox::Outbox;
 use crate::payload::EventFrame;
 use crate::transport::Transports;
 
@@ -73,6 +74,14 @@ pub(crate) struct SessionState {
     pub(crate) closed: bool,
 }
 
+/// What one socket may send and be sent.
+pub(crate) struct Budget {
+    /// Its events (`RATE_LIMIT_PER_SEC`, `RATE_LIMIT_BURST`).
+    pub(crate) events: TokenBucket,
+    /// The bytes its outgoing buffer may hold (`SOCKET_BUFFER_BYTES`).
+    pub(crate) buffer_bytes: u64,
+}
+
 /// One authenticated socket.
 pub struct Session {
     /// Socket.IO socket id.
@@ -93,6 +102,8 @@ pub struct Session {
     registry: Weak<Registry>,
     /// Closes the socket's transport when its outgoing buffer overflows.
     pub(crate) transports: Weak<Transports>,
+    /// The bytes waiting in the socket's outgoing buffer (`SOCKET_BUFFER_BYTES`).
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) state: Mutex<SessionState>,
 }
 
@@ -109,7 +120,7 @@ impl Session {
         user: VerifiedUser,
         user_id: UserId,
         token: String,
-        bucket: TokenBucket,
+        budget: Budget,
         registry: &Arc<Registry>,
         transports: &Arc<Transports>,
     ) -> Self {
@@ -124,13 +135,14 @@ impl Session {
             socket: Arc::downgrade(socket),
             registry: Arc::downgrade(registry),
             transports: Arc::downgrade(transports),
+            outbox: Arc::new(Outbox::new(budget.buffer_bytes)),
             state: Mutex::new(SessionState {
                 rooms: BTreeMap::new(),
                 user_lease: None,
                 queue: VecDeque::new(),
                 running: false,
                 started: false,
-                bucket,
+                bucket: budget.events,
                 access: Access::Active,
                 opened: false,
                 connect_step_done: false,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sb_events::client::{Exception, event};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{FromConnectParts, FromDisconnectParts, FromMessageParts, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
@@ -12,6 +13,7 @@ use socketioxide::{SendError, SocketError};
 
 use crate::error::ClientError;
 use crate::metrics::Metrics;
+use crate::outbox::{Frame, frame_bytes};
 use crate::session::Session;
 
 /// The socket itself (not a [`SocketRef`]), for code that must keep a weak
@@ -32,11 +34,18 @@ impl FromDisconnectParts<socketioxide::adapter::LocalAdapter> for SocketArc {
     }
 }
 
+/// The ack of one client event: socketioxide's handle and whether the
+/// client asked for an ack at all.
+pub(crate) struct Ack {
+    sender: AckSender,
+    wanted: bool,
+}
+
 /// The ack handle for the event with `ack_id` (a no-op handle without one).
-pub(crate) fn ack_sender(socket: &Arc<Socket>, ack_id: Option<i64>) -> AckSender {
+pub(crate) fn ack_sender(socket: &Arc<Socket>, ack_id: Option<i64>) -> Ack {
     let mut nothing = Value::Str("".into(), None);
     match AckSender::from_message_parts(socket, &mut nothing, &ack_id) {
-        Ok(sender) => sender,
+        Ok(sender) => Ack { sender, wanted: ack_id.is_some() },
         Err(never) => match never {},
     }
 }
@@ -64,23 +73,76 @@ pub(crate) fn overflowed(socket: &SocketRef, metrics: &Metrics) {
         // socket is closing anyway.
         return;
     };
+    // Frames keep coming while the transport closes (a queue of replies,
+    // a busy room): the first overflow closes it, the rest only count.
+    if !session.outbox.first_overflow() {
+        return;
+    }
     if let Some(transports) = session.transports.upgrade() {
         transports.close_overflowed(socket, &session.user.id, metrics);
     }
 }
 
-/// Emits `name` with `data` to one socket; a closed socket drops it and
-/// counts it, a full buffer closes the socket (see [`send_failed`]).
+/// Takes a frame of `bytes` into the socket's outgoing buffer
+/// (`SOCKET_BUFFER_BYTES`, [`crate::outbox`]); past the bound the socket
+/// overflows ([`overflowed`]) and `false` says not to send it. A socket
+/// without a session (refused at connect) is not counted.
+fn admit(socket: &SocketRef, metrics: &Metrics, bytes: u64) -> bool {
+    let Some(session) = socket.extensions.get::<Arc<Session>>() else { return true };
+    if session.outbox.admit(bytes) {
+        return true;
+    }
+    overflowed(socket, metrics);
+    false
+}
+
+/// Emits `name` with `data` (serialized JSON, sent as it is) to one socket;
+/// a closed socket drops it and counts it, a full buffer (in packets or in
+/// bytes) closes the socket (see [`send_failed`]).
+/// Returns whether it was handed to the socket.
+pub(crate) fn emit_raw(socket: &SocketRef, metrics: &Metrics, name: &str, data: &RawValue) -> bool {
+    if !admit(socket, metrics, frame_bytes(Frame::Emit(name), data.get())) {
+        return false;
+    }
+    match socket.emit(name, data) {
+        Ok(()) => true,
+        Err(error) => {
+            send_failed(socket, metrics, &error);
+            false
+        }
+    }
+}
+
+/// Counts an emit or ack whose data did not serialize (a bug: logged).
+fn encode_failed(metrics: &Metrics, error: &serde_json::Error) {
+    tracing::error!(%error, "encode an event");
+    metrics.dropped("encode");
+}
+
+/// Emits `name` with `data` to one socket (see [`emit_raw`]).
 pub(crate) fn emit_to<T: Serialize + ?Sized>(socket: &SocketRef, metrics: &Metrics, name: &str, data: &T) {
-    if let Err(error) = socket.emit(name, data) {
-        send_failed(socket, metrics, &error);
+    match serde_json::value::to_raw_value(data) {
+        Ok(raw) => {
+            emit_raw(socket, metrics, name, &raw);
+        }
+        Err(error) => encode_failed(metrics, &error),
     }
 }
 
 /// Acks `socket`'s event with `data` (nothing happens if the client asked
-/// for no ack).
-pub(crate) fn ack<T: Serialize + ?Sized>(socket: &SocketRef, ack: AckSender, metrics: &Metrics, data: &T) {
-    if let Err(error) = ack.send(data) {
+/// for no ack); a full buffer closes the socket, as for [`emit_raw`].
+pub(crate) fn ack<T: Serialize + ?Sized>(socket: &SocketRef, ack: Ack, metrics: &Metrics, data: &T) {
+    if !ack.wanted {
+        return;
+    }
+    let raw = match serde_json::value::to_raw_value(data) {
+        Ok(raw) => raw,
+        Err(error) => return encode_failed(metrics, &error),
+    };
+    if !admit(socket, metrics, frame_bytes(Frame::Ack, raw.get())) {
+        return;
+    }
+    if let Err(error) = ack.sender.send(&raw) {
         send_failed(socket, metrics, &error);
     }
 }
@@ -88,13 +150,7 @@ pub(crate) fn ack<T: Serialize + ?Sized>(socket: &SocketRef, ack: AckSender, met
 /// Tells the client that `event` failed: an `exception`
 /// `{status:"error", message, event}` and, if it asked for one, the ack
 /// `{status:"error", message}`.
-pub(crate) fn reply_error(
-    socket: &SocketRef,
-    ack_sender: AckSender,
-    metrics: &Metrics,
-    event: &str,
-    error: &ClientError,
-) {
+pub(crate) fn reply_error(socket: &SocketRef, ack_sender: Ack, metrics: &Metrics, event: &str, error: &ClientError) {
     let message = error.to_string();
     let exception = Exception::new(message.clone(), Some(event));
     emit_to(socket, metrics, event::EXCEPTION, &exception);

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
 use crate::metrics::{Metrics, TransportLabel};
+use crate::outbox::Outbox;
 
 /// Ends one TCP connection from outside the tasks that read and write it.
 #[derive(Debug, Default)]
@@ -47,6 +48,9 @@ pub struct CloseSwitch {
     closed: AtomicBool,
     /// A whole HTTP request arrived on the connection.
     requested: AtomicBool,
+    /// Bytes the kernel took from the connection's writes (what left the
+    /// edge's buffers for this peer; [`crate::outbox`]).
+    written: AtomicU64,
     reader: AtomicWaker,
     writer: AtomicWaker,
 }
@@ -75,6 +79,23 @@ impl CloseSwitch {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
+
+    /// Bytes written to the connection so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` as written, as a connection's write would.
+    #[cfg(test)]
+    pub(crate) fn add_written_for_test(&self, bytes: u64) {
+        self.written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn count_written(&self, result: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(bytes)) = result {
+            self.written.fetch_add(*bytes as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// An accepted TCP connection that a [`CloseSwitch`] can end.
@@ -101,7 +122,9 @@ impl AsyncWrite for ClosableStream {
         if self.switch.is_closed() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.switch.count_written(&result);
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -124,7 +147,9 @@ impl AsyncWrite for ClosableStream {
         if self.switch.is_closed() {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.switch.count_written(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -244,6 +269,9 @@ pub struct Transports {
     service: OnceLock<axum::Router>,
     /// Sockets being closed because their outgoing buffer overflowed.
     overflowed: Mutex<HashSet<Sid>>,
+    /// The byte counts of the sessions' outgoing buffers, by `sid`, which
+    /// their transports' writes and poll responses drain ([`crate::outbox`]).
+    outboxes: Mutex<HashMap<Sid, Arc<Outbox>>>,
 }
 
 impl Transports {
@@ -263,6 +291,37 @@ impl Transports {
             (websocket, sid, request.extensions().get::<ConnectInfo<Connection>>())
         {
             self.upgraded.lock().insert(sid, connection.switch.clone());
+            // After the insert: a session watched meanwhile finds it there.
+            if let Some(outbox) = self.outboxes.lock().get(&sid) {
+                outbox.attach_websocket(connection.switch.clone());
+            }
+        }
+    }
+
+    /// Counts what `socket`'s transport writes into `outbox`, the byte
+    /// count of its outgoing buffer: its WebSocket connection's writes (one
+    /// opened directly, or one that upgraded it, now or later) and its
+    /// poll responses ([`Self::polled`]).
+    pub(crate) fn watch(&self, socket: &socketioxide::socket::Socket, outbox: Arc<Outbox>) {
+        self.outboxes.lock().insert(socket.id, outbox.clone());
+        // After the insert: an upgrade noted meanwhile attaches it itself.
+        let upgraded = self.upgraded.lock().get(&socket.id).cloned();
+        let switch = upgraded.or_else(|| match socket.transport_type() {
+            socketioxide::TransportType::Websocket => {
+                socket.req_parts().extensions.get::<ConnectInfo<Connection>>().map(|info| info.0.switch.clone())
+            }
+            socketioxide::TransportType::Polling => None,
+        });
+        if let Some(switch) = switch {
+            outbox.attach_websocket(switch);
+        }
+    }
+
+    /// A poll response of `bytes` answered a poll of session `sid`: what
+    /// left its outgoing buffer.
+    pub(crate) fn polled(&self, sid: Sid, bytes: u64) {
+        if let Some(outbox) = self.outboxes.lock().get(&sid) {
+            outbox.polled(bytes);
         }
     }
 
@@ -270,6 +329,7 @@ impl Transports {
     pub fn forget(&self, sid: Sid) {
         self.upgraded.lock().remove(&sid);
         self.overflowed.lock().remove(&sid);
+        self.outboxes.lock().remove(&sid);
     }
 
     /// Closes the transport of `socket`, whose outgoing buffer is full: its

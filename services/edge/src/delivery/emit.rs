@@ -43,9 +43,8 @@ pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) -> usize
     }
     let mut written = 0;
     for socket in operators.sockets() {
-        match socket.emit(&delivery.event, &delivery.data) {
-            Ok(()) => written += 1,
-            Err(error) => crate::socket::send_failed(&socket, &inner.metrics, &error),
+        if crate::socket::emit_raw(&socket, &inner.metrics, &delivery.event, &delivery.data) {
+            written += 1;
         }
     }
     if written > 0

@@ -8,8 +8,13 @@
 //!
 //! The slow sockets are raw Engine.IO WebSockets with a small receive
 //! buffer, so the kernel holds little for them: once the edge's send buffer
-//! (at most 4 MiB here, `tcp_wmem`) and the socket's `SOCKET_BUFFER_PACKETS`
+//! (at most 4 MiB here, `tcp_wmem`) and the socket's `SOCKET_BUFFER_BYTES`
 //! are full, the next event for it does not fit.
+//!
+//! Then "history hogs" ask for the largest `get_history` pages (≈ 420 KB
+//! each) over and over without reading: replies are bounded in bytes too,
+//! so each is closed once its buffer holds `SOCKET_BUFFER_BYTES`, long
+//! before `SOCKET_BUFFER_PACKETS` replies (≈ 430 MB) would fill it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +25,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use sb_tests::DbKind;
 use sb_tests::cluster::{ServiceProcess, built_bin, free_port, rss_bytes, wait_ready};
+use sb_tests::edge::{TestClient, TokenVia, Transport};
 use sb_tests::stack::{StackOptions, TestStack};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -34,11 +40,22 @@ const SENDERS: usize = 5;
 const RATE_PER_SENDER: u64 = 90;
 const SEND_FOR: Duration = Duration::from_secs(6);
 const BODY_BYTES: usize = 4000;
-/// Per socket: enough for a reading member to ride out a busy edge (a
-/// debug build beside the other tests), far less than a slow one is sent.
-const BUFFER_PACKETS: usize = 256;
-/// A delivery packet of one test message at most: the body and its envelope.
+/// Per socket, in bytes: enough for a reading member to ride out a busy
+/// edge (a debug build beside the other tests; ≈ 240 messages), far less
+/// than a slow one is sent. This is the bound that applies.
+const BUFFER_BYTES: u64 = 1 << 20;
+/// Per socket, in packets: the default, more than `BUFFER_BYTES` holds of
+/// these messages (or of history pages), so the byte bound is what is tested.
+const BUFFER_PACKETS: usize = 1024;
+/// A delivery frame of one test message at most: the body and its envelope.
 const PACKET_BYTES: u64 = BODY_BYTES as u64 + 400;
+/// Sockets that ask for history and never read.
+const HOGS: usize = 10;
+/// `get_history` requests each hog sends: ≈ 17 MB of replies, past its
+/// kernel buffers (≤ 4 MiB) and `BUFFER_BYTES`, far below `BUFFER_PACKETS`.
+const HISTORY_REQUESTS: usize = 40;
+/// One history page of 100 test messages at most (each ≈ 4.2 KB as stored).
+const HISTORY_PAGE_BYTES: u64 = 100 * (BODY_BYTES as u64 + 400);
 
 /// A Socket.IO client on a bare WebSocket whose reads the test controls.
 struct RawSocket {
@@ -222,6 +239,7 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
         ("AUTH_ADDR", stack.auth.uri()),
         ("NATS_URL", stack.nats_url().to_owned()),
         ("SOCKET_BUFFER_PACKETS", BUFFER_PACKETS.to_string()),
+        ("SOCKET_BUFFER_BYTES", BUFFER_BYTES.to_string()),
         ("MAX_SOCKETS_PER_USER", "200".to_owned()),
     ];
     let env = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -302,6 +320,41 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
         sent += task.await.expect("sender task").unwrap_or_else(|error| panic!("sender: {error}\n{}", edge.log_tail()))
             as usize;
     }
+    assert!(sent >= 100, "a history page needs 100 messages in the room ({sent} sent)");
+
+    // History hogs: members that ask for the largest history pages and never
+    // read. Each is closed once its buffer holds BUFFER_BYTES.
+    let before_hogs = slow_disconnects(addr).await;
+    let mut hogs = Vec::new();
+    for _ in 0..HOGS {
+        let mut socket = RawSocket::connect(addr, &reader.token, Some(4096)).await.expect("hog connects");
+        socket.join(ROOM).await.expect("hog joins");
+        hogs.push(socket);
+    }
+    for socket in &mut hogs {
+        for id in 0..HISTORY_REQUESTS {
+            let request = json!(["get_history", { "room": ROOM, "limit": 100 }]);
+            socket.send(format!("42{}{request}", id + 10)).await.expect("hog asks for history");
+        }
+    }
+    let hogs_closed = tokio::time::timeout(Duration::from_secs(60), async {
+        while slow_disconnects(addr).await < before_hogs + HOGS {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let after_hogs = slow_disconnects(addr).await;
+    assert!(
+        hogs_closed.is_ok(),
+        "{} of {HOGS} history hogs were closed within 60 s: replies are not bounded in bytes\n{}",
+        after_hogs - before_hogs,
+        edge.log_tail()
+    );
+    for (i, mut socket) in hogs.into_iter().enumerate() {
+        let mut received = Received::default();
+        socket.read(start, usize::MAX, Duration::from_secs(10), &mut received).await.expect("hog reads");
+        assert!(received.closed, "history hog {i} is still connected");
+    }
 
     // The slow sockets read again: each is either closed, having received a
     // gapless prefix, or receives everything.
@@ -316,18 +369,20 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
             assert_eq!(received.count(), sent, "slow socket {i} is connected but received only part");
         }
     }
-    // 4 KiB messages: the edge's send buffer (≤ 4 MiB) and 256 packets hold
-    // far less than the ~10 MiB each slow socket was sent.
+    // 4 KiB messages: the edge's send buffer (≤ 4 MiB) and 1 MiB hold far
+    // less than the ~10 MiB each slow socket was sent.
     assert!(closed > 0, "no slow socket was closed: the test no longer overflows a buffer ({sent} sent)");
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     let grew = peak.saturating_sub(baseline);
-    // What the edge may hold for the slow sockets: their packet buffers
-    // (twice, for the allocator's slack and a frame being encoded), plus
-    // 64 MiB for everything else (the normal members' traffic, tokio and
-    // NATS buffers of a debug build). Unbounded, it would hold what they
-    // were sent: ~10 MiB each, ~1 GiB for the hundred.
-    let bound = 2 * SLOW as u64 * BUFFER_PACKETS as u64 * PACKET_BYTES + (64 << 20);
+    // What the edge may hold for the slow sockets and the hogs: their
+    // buffers' bytes, each plus one frame (a hog's a history page), twice
+    // (for the allocator's slack and a frame being encoded), plus 64 MiB for
+    // everything else (the normal members' traffic, tokio and NATS buffers
+    // of a debug build). Unbounded, it would hold what they were sent:
+    // ~10 MiB each slow socket, ~1 GiB for the hundred, ~17 MB each hog.
+    let held = SLOW as u64 * (BUFFER_BYTES + PACKET_BYTES) + HOGS as u64 * (BUFFER_BYTES + HISTORY_PAGE_BYTES);
+    let bound = 2 * held + (64 << 20);
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     println!(
         "edge RSS {:.1} MiB with {} sockets, peak {:.1} MiB (+{:.1} MiB; bound +{:.1} MiB)",
@@ -355,21 +410,71 @@ async fn sockets_that_stop_reading_are_closed_and_the_room_goes_on() {
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
     println!(
-        "{sent} messages; {closed} of {SLOW} slow sockets closed; normal members p50 {p50:.1} ms, p99 {p99:.1} ms"
+        "{sent} messages; {closed} of {SLOW} slow sockets and {HOGS} of {HOGS} history hogs closed; normal members p50 {p50:.1} ms, p99 {p99:.1} ms"
     );
     // Debug build, beside the other tests on two cores: a loose bound (the
     // release figure is in docs/edge.md). A room held back by its slow
     // members would stall for seconds, until their buffers overflowed.
     assert!(p99 < 3000.0, "normal members were held back: p99 {p99:.1} ms");
 
+    assert_eq!(
+        slow_disconnects(addr).await,
+        closed + HOGS,
+        "switchboard_edge_slow_disconnects_total counts each closed socket once"
+    );
+}
+
+/// The edge's `switchboard_edge_slow_disconnects_total`, all transports.
+async fn slow_disconnects(addr: SocketAddr) -> usize {
     let (_, metrics) = sb_tests::http::http_get(addr, "/metrics").await.expect("metrics");
     let counted: f64 = metrics
         .lines()
         .filter(|line| line.starts_with("switchboard_edge_slow_disconnects_total"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(
-        counted as usize, closed,
-        "switchboard_edge_slow_disconnects_total counts each closed socket once\n{metrics}"
-    );
+    counted as usize
+}
+
+/// The byte bound counts what each transport wrote: readers on WebSocket,
+/// long-polling and an upgraded connection, each sent several times
+/// `SOCKET_BUFFER_BYTES`, all stay connected and get everything. Were a
+/// transport's writes not counted, its socket would be closed once the
+/// bound's worth had been sent to it.
+#[tokio::test]
+async fn readers_on_every_transport_drain_their_byte_bound() {
+    const BOUND: u64 = 256 << 10;
+    const MESSAGES: usize = 200;
+    let options = StackOptions::new(DbKind::Sqlite).edges_with(|config| config.socket_buffer_bytes = BOUND);
+    let stack = TestStack::start_with(options).await.expect("stack");
+    let reader = stack.user("reader").await.expect("reader");
+    let sender = stack.user("sender").await.expect("sender");
+    let mut readers = Vec::new();
+    for transport in [Transport::Websocket, Transport::Polling, Transport::Upgrade] {
+        let client = TestClient::connect(stack.url(), Some(&reader.token), TokenVia::AuthObject, transport)
+            .await
+            .unwrap_or_else(|failure| panic!("{transport:?} reader: {failure:?}"));
+        client.ack("join_room", json!({ "room": ROOM })).await.expect("reader joins");
+        readers.push((transport, client));
+    }
+    let sending = TestClient::connect_ws(stack.url(), &sender.token).await.expect("sender");
+    sending.ack("join_room", json!({ "room": ROOM })).await.expect("sender joins");
+
+    // 200 × 4 KB ≈ 800 KB: three times the bound, at 50 a second.
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    for seq in 0..MESSAGES {
+        ticks.tick().await;
+        let ack = sending.ack("send_message", json!({ "room": ROOM, "message": body(0, seq as u64, 0.0) })).await;
+        assert_eq!(ack.expect("send")["status"], "ok");
+    }
+    for (transport, client) in &readers {
+        for seq in 0..MESSAGES {
+            let message = client
+                .event_where("new_message", |data| data["room"] == ROOM)
+                .await
+                .unwrap_or_else(|error| panic!("{transport:?} reader, message {seq}: {error}"));
+            let (_, got, _) = parse_body(message["message"].as_str().unwrap_or_default()).expect("a test body");
+            assert_eq!(got, seq as u64, "{transport:?} reader: messages in order, none missing");
+        }
+    }
+    assert_eq!(slow_disconnects(stack.edges[0].addr).await, 0, "no reader was taken for a slow one");
 }
