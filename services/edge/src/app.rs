@@ -173,6 +173,7 @@ impl App {
             metrics.clone(),
             tracker.clone(),
             config.presence_frames_per_sec,
+            transports.clone(),
         );
         deliveries.subscribe_all(background.clone()).await?;
 

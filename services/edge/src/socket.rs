@@ -13,7 +13,7 @@ use socketioxide::{SendError, SocketError};
 
 use crate::error::ClientError;
 use crate::metrics::Metrics;
-use crate::outbox::{Frame, frame_bytes};
+use crate::outbox::{Frame, Outbox, frame_bytes};
 use crate::session::Session;
 
 /// The socket itself (not a [`SocketRef`]), for code that must keep a weak
@@ -89,7 +89,12 @@ pub(crate) fn overflowed(socket: &SocketRef, metrics: &Metrics) {
 /// without a session (refused at connect) is not counted.
 fn admit(socket: &SocketRef, metrics: &Metrics, bytes: u64) -> bool {
     let Some(session) = socket.extensions.get::<Arc<Session>>() else { return true };
-    if session.outbox.admit(bytes) {
+    admit_to(socket, metrics, Some(&session.outbox), bytes)
+}
+
+/// [`admit`] with the socket's outbox at hand.
+fn admit_to(socket: &SocketRef, metrics: &Metrics, outbox: Option<&Outbox>, bytes: u64) -> bool {
+    if outbox.is_none_or(|outbox| outbox.admit(bytes)) {
         return true;
     }
     overflowed(socket, metrics);
@@ -104,6 +109,26 @@ pub(crate) fn emit_raw(socket: &SocketRef, metrics: &Metrics, name: &str, data: 
     if !admit(socket, metrics, frame_bytes(Frame::Emit(name), data.get())) {
         return false;
     }
+    hand_over(socket, metrics, name, data)
+}
+
+/// [`emit_raw`] with the socket's outbox at hand (`None`: not a session,
+/// not counted), for loops over many sockets
+/// ([`crate::transport::Transports::outboxes`]).
+pub(crate) fn emit_raw_to(
+    socket: &SocketRef,
+    outbox: Option<&Outbox>,
+    metrics: &Metrics,
+    name: &str,
+    data: &RawValue,
+) -> bool {
+    if !admit_to(socket, metrics, outbox, frame_bytes(Frame::Emit(name), data.get())) {
+        return false;
+    }
+    hand_over(socket, metrics, name, data)
+}
+
+fn hand_over(socket: &SocketRef, metrics: &Metrics, name: &str, data: &RawValue) -> bool {
     match socket.emit(name, data) {
         Ok(()) => true,
         Err(error) => {

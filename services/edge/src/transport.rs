@@ -32,7 +32,7 @@ use std::time::Duration;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
 use futures_util::task::AtomicWaker;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -271,7 +271,7 @@ pub struct Transports {
     overflowed: Mutex<HashSet<Sid>>,
     /// The byte counts of the sessions' outgoing buffers, by `sid`, which
     /// their transports' writes and poll responses drain ([`crate::outbox`]).
-    outboxes: Mutex<HashMap<Sid, Arc<Outbox>>>,
+    outboxes: RwLock<HashMap<Sid, Arc<Outbox>>>,
 }
 
 impl Transports {
@@ -292,7 +292,7 @@ impl Transports {
         {
             self.upgraded.lock().insert(sid, connection.switch.clone());
             // After the insert: a session watched meanwhile finds it there.
-            if let Some(outbox) = self.outboxes.lock().get(&sid) {
+            if let Some(outbox) = self.outboxes.read().get(&sid) {
                 outbox.attach_websocket(connection.switch.clone());
             }
         }
@@ -303,7 +303,7 @@ impl Transports {
     /// opened directly, or one that upgraded it, now or later) and its
     /// poll responses ([`Self::polled`]).
     pub(crate) fn watch(&self, socket: &socketioxide::socket::Socket, outbox: Arc<Outbox>) {
-        self.outboxes.lock().insert(socket.id, outbox.clone());
+        self.outboxes.write().insert(socket.id, outbox.clone());
         // After the insert: an upgrade noted meanwhile attaches it itself.
         let upgraded = self.upgraded.lock().get(&socket.id).cloned();
         let switch = upgraded.or_else(|| match socket.transport_type() {
@@ -320,16 +320,23 @@ impl Transports {
     /// A poll response of `bytes` answered a poll of session `sid`: what
     /// left its outgoing buffer.
     pub(crate) fn polled(&self, sid: Sid, bytes: u64) {
-        if let Some(outbox) = self.outboxes.lock().get(&sid) {
+        if let Some(outbox) = self.outboxes.read().get(&sid) {
             outbox.polled(bytes);
         }
+    }
+
+    /// The sessions' outgoing byte counts, by `sid`, for a loop that emits
+    /// to many sockets (one lock for the loop instead of a lookup in each
+    /// socket's extensions). Hold it only while emitting.
+    pub(crate) fn outboxes(&self) -> RwLockReadGuard<'_, HashMap<Sid, Arc<Outbox>>> {
+        self.outboxes.read()
     }
 
     /// Forgets what is known of `sid` (its socket closed).
     pub fn forget(&self, sid: Sid) {
         self.upgraded.lock().remove(&sid);
         self.overflowed.lock().remove(&sid);
-        self.outboxes.lock().remove(&sid);
+        self.outboxes.write().remove(&sid);
     }
 
     /// Closes the transport of `socket`, whose outgoing buffer is full: its

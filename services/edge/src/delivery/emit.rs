@@ -42,11 +42,15 @@ pub(super) fn emit(inner: &Inner, target: &Target, delivery: &Delivery) -> usize
         operators = operators.except(user_key_text(user));
     }
     let mut written = 0;
-    for socket in operators.sockets() {
-        if crate::socket::emit_raw(&socket, &inner.metrics, &delivery.event, &delivery.data) {
+    let sockets = operators.sockets();
+    let outboxes = inner.transports.outboxes();
+    for socket in sockets {
+        let outbox = outboxes.get(&socket.id).map(|outbox| &**outbox);
+        if crate::socket::emit_raw_to(&socket, outbox, &inner.metrics, &delivery.event, &delivery.data) {
             written += 1;
         }
     }
+    drop(outboxes);
     if written > 0
         && let Some(sent_at_ms) = delivery.sent_at_ms
     {

@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     edge: EdgeId,
     pub(crate) io: SocketIo,
     pub(crate) metrics: Arc<Metrics>,
+    /// The sockets' outgoing byte counts ([`crate::outbox`]).
+    pub(crate) transports: Arc<crate::transport::Transports>,
     /// Budget of presence frames (one presence event to one socket) per second.
     pub(crate) presence_throttle: Mutex<PresenceThrottle>,
     tracker: TaskTracker,
@@ -153,6 +155,7 @@ impl Deliveries {
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
         presence_frames_per_sec: u64,
+        transports: Arc<crate::transport::Transports>,
     ) -> Self {
         let presence_throttle = Mutex::new(PresenceThrottle::new(presence_frames_per_sec));
         Self {
@@ -161,6 +164,7 @@ impl Deliveries {
                 edge,
                 io,
                 metrics,
+                transports,
                 presence_throttle,
                 tracker,
                 entries: Mutex::new(HashMap::new()),
