@@ -213,6 +213,7 @@ impl App {
             &edge_id,
             IngestSettings {
                 linger: config.ingest_linger,
+                linger_from_rate: config.ingest_linger_from_rate,
                 max_batch: usize::from(config.ingest_batch_max),
                 max_in_flight: usize::from(config.ingest_max_in_flight),
             },

@@ -83,12 +83,17 @@ pub struct Config {
     #[arg(long, env = "PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub publish_timeout: Duration,
     /// How long the first message of a stream write waits for others to
-    /// join it (one publish and one PubAck for all of them). With `0s` a
-    /// write goes out at once and what arrives while it waits for its
-    /// PubAck forms the next one, so batches grow with load and a lone
-    /// message is never held back.
-    #[arg(long, env = "INGEST_LINGER", default_value = "0s", value_parser = parse_duration)]
+    /// join it (one publish and one PubAck for all of them), while messages
+    /// arrive at least `INGEST_LINGER_FROM_RATE` a second. Otherwise, and
+    /// with `0s`, a write goes out at once and what arrives while it waits
+    /// for its PubAck forms the next one, so a lone message is never held
+    /// back.
+    #[arg(long, env = "INGEST_LINGER", default_value = "1ms", value_parser = parse_duration)]
     pub ingest_linger: Duration,
+    /// The arrival rate (messages a second at this edge, over the last
+    /// whole second) from which `INGEST_LINGER` applies; `0`: at any rate.
+    #[arg(long, env = "INGEST_LINGER_FROM_RATE", default_value_t = 1500.0)]
+    pub ingest_linger_from_rate: f64,
     /// The most messages in one stream write.
     #[arg(long, env = "INGEST_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub ingest_batch_max: u16,
@@ -188,6 +193,7 @@ impl Config {
             event_queue_limit: 256,
             publish_timeout: Duration::from_secs(5),
             ingest_linger: Duration::ZERO,
+            ingest_linger_from_rate: 1500.0,
             ingest_batch_max: 256,
             ingest_max_in_flight: 1,
             request_timeout: Duration::from_secs(5),
@@ -236,6 +242,12 @@ impl Config {
     /// for the drain (`SHUTDOWN_TIMEOUT` > `DRAIN_DURATION`), and a socket's
     /// buffer must hold a few large frames (`SOCKET_BUFFER_BYTES`).
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.ingest_linger_from_rate.is_finite() && self.ingest_linger_from_rate >= 0.0) {
+            return Err(format!(
+                "INGEST_LINGER_FROM_RATE ({}) must be a number of messages a second, 0 or more (0: linger at any rate)",
+                self.ingest_linger_from_rate
+            ));
+        }
         if self.socket_buffer_bytes < SOCKET_BUFFER_BYTES_MIN {
             return Err(format!(
                 "SOCKET_BUFFER_BYTES ({}) must be at least {SOCKET_BUFFER_BYTES_MIN} bytes (a few frames of the largest messages); the default is {}",
@@ -305,6 +317,18 @@ mod tests {
         let error = config.validate().expect_err("4 KiB holds one message");
         assert!(error.contains("SOCKET_BUFFER_BYTES (4096)"), "{error}");
         config.socket_buffer_bytes = SOCKET_BUFFER_BYTES_MIN;
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_linger_rate_must_be_a_rate() {
+        let mut config = Config::for_tests("nats://127.0.0.1:4222", "http://127.0.0.1:50051");
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            config.ingest_linger_from_rate = bad;
+            let error = config.validate().expect_err("not a rate");
+            assert!(error.contains("INGEST_LINGER_FROM_RATE"), "{error}");
+        }
+        config.ingest_linger_from_rate = 0.0;
         assert!(config.validate().is_ok());
     }
 

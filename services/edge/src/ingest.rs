@@ -40,12 +40,53 @@ use crate::metrics::Metrics;
 /// over its `max_payload`, 1 MiB by default).
 pub const BATCH_MAX_BYTES: usize = 512 * 1024;
 
+/// Over how long the arrival rate that turns the linger on is measured.
+/// A second, so that senders that all send on the same tick (bursts a
+/// few milliseconds long) count at their average rate.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Messages a second arriving at the batcher, over the last whole
+/// [`RATE_WINDOW`].
+#[derive(Debug)]
+struct ArrivalRate {
+    window_start: Instant,
+    count: u32,
+    rate: f64,
+}
+
+impl ArrivalRate {
+    fn new(now: Instant) -> Self {
+        Self { window_start: now, count: 0, rate: 0.0 }
+    }
+
+    /// Notes `messages` arriving at `now`.
+    fn note(&mut self, messages: u32, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= RATE_WINDOW {
+            // A window with no arrival after this one's end counts as none.
+            self.rate = if elapsed >= 2 * RATE_WINDOW { 0.0 } else { f64::from(self.count) / elapsed.as_secs_f64() };
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(messages);
+    }
+
+    /// The rate of the last whole window.
+    fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
 /// How the edge batches its stream writes.
 #[derive(Debug, Clone, Copy)]
 pub struct IngestSettings {
     /// How long the first message of a batch waits for others (`INGEST_LINGER`).
     /// Zero still batches what arrives while earlier publishes are unacknowledged.
     pub linger: Duration,
+    /// The linger applies only while messages arrive at least this fast, in
+    /// messages a second over the last [`RATE_WINDOW`]
+    /// (`INGEST_LINGER_FROM_RATE`; `0`: always).
+    pub linger_from_rate: f64,
     /// The most messages in one batch.
     pub max_batch: usize,
     /// The most publishes waiting for their PubAck at once.
@@ -175,6 +216,8 @@ impl Batcher {
         let mut linger_until: Option<Instant> = None;
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut open = true;
+        let mut arrivals = ArrivalRate::new(Instant::now());
+        let from_rate = self.settings.linger_from_rate;
         loop {
             let full = gathered.len() >= self.settings.max_batch || gathered_bytes >= BATCH_MAX_BYTES;
             let lingered = linger_until.is_some_and(|until| Instant::now() >= until);
@@ -206,8 +249,12 @@ impl Batcher {
                     Some(pending) => {
                         gathered_bytes += approximate_size(&pending.message);
                         gathered.push(pending);
+                        let now = Instant::now();
+                        arrivals.note(1, now);
                         if linger_until.is_none() {
-                            linger_until = Some(Instant::now() + self.settings.linger);
+                            // Linger only under load: a lone message is never held back.
+                            let linger = from_rate <= 0.0 || arrivals.rate() >= from_rate;
+                            linger_until = Some(if linger { now + self.settings.linger } else { now });
                         }
                         // Take what else is queued already without waiting.
                         while gathered.len() < self.settings.max_batch && gathered_bytes < BATCH_MAX_BYTES {
@@ -215,6 +262,7 @@ impl Batcher {
                                 Ok(pending) => {
                                     gathered_bytes += approximate_size(&pending.message);
                                     gathered.push(pending);
+                                    arrivals.note(1, now);
                                 }
                                 Err(_) => break,
                             }
@@ -305,6 +353,27 @@ async fn sleep_until(until: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use sb_events::{MessageTarget, RoomName, Subjects, UserId};
+
+    use super::{ArrivalRate, Duration, Instant, RATE_WINDOW};
+
+    #[test]
+    fn the_arrival_rate_is_that_of_the_last_whole_window_and_falls_to_none_when_idle() {
+        let start = Instant::now();
+        let mut rate = ArrivalRate::new(start);
+        assert_eq!(rate.rate(), 0.0, "no window has ended yet");
+        // 3 000 messages in the first window, all in one burst.
+        rate.note(3000, start + Duration::from_millis(5));
+        rate.note(1, start + RATE_WINDOW);
+        let expected = 3000.0 / RATE_WINDOW.as_secs_f64();
+        assert!((rate.rate() - expected).abs() < 1.0, "{} against {expected}", rate.rate());
+        // Then one message a half window after the next one ended: the window
+        // that ended is the measure (one message in a window and a half).
+        rate.note(1, start + RATE_WINDOW * 2 + RATE_WINDOW / 2);
+        assert!(rate.rate() < 1.0 / RATE_WINDOW.as_secs_f64(), "{}", rate.rate());
+        // A long pause: none.
+        rate.note(1, start + RATE_WINDOW * 10);
+        assert_eq!(rate.rate(), 0.0);
+    }
 
     #[test]
     fn destinations_are_the_ingest_subjects_templates() {
