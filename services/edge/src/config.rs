@@ -13,6 +13,9 @@ pub const DRAIN_STOP_MARGIN: Duration = Duration::from_secs(5);
 /// The smallest `SOCKET_BUFFER_BYTES`: a few frames of the largest messages.
 pub const SOCKET_BUFFER_BYTES_MIN: u64 = 64 << 10;
 
+/// The default `SOCKET_BUFFER_BYTES`.
+pub const SOCKET_BUFFER_BYTES_DEFAULT: u64 = 1 << 20;
+
 /// Settings renamed in wave 2 (durations are written like `5s` now); a
 /// deployment that still sets an old name fails to start with the new one.
 pub const RENAMED: &[(&str, &str)] = &[
@@ -65,7 +68,7 @@ pub struct Config {
     /// frame past it closes the socket's transport, as a full
     /// `SOCKET_BUFFER_PACKETS` does. One frame larger than it (a large
     /// `get_history` page) still goes into an empty buffer.
-    #[arg(long, env = "SOCKET_BUFFER_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "SOCKET_BUFFER_BYTES", default_value_t = SOCKET_BUFFER_BYTES_DEFAULT)]
     pub socket_buffer_bytes: u64,
     /// Longest `message` accepted in `send_message` / `admin_broadcast`, in UTF-8 bytes.
     #[arg(long, env = "MESSAGE_MAX_BYTES", default_value_t = 4096)]
@@ -186,7 +189,7 @@ impl Config {
             ws_max_message_size: 1 << 20,
             polling_max_payload: 1 << 20,
             socket_buffer_packets: 1024,
-            socket_buffer_bytes: 1 << 20,
+            socket_buffer_bytes: SOCKET_BUFFER_BYTES_DEFAULT,
             message_max_bytes: 4096,
             rate_limit_per_sec: 100.0,
             rate_limit_burst: 200,
@@ -250,9 +253,8 @@ impl Config {
         }
         if self.socket_buffer_bytes < SOCKET_BUFFER_BYTES_MIN {
             return Err(format!(
-                "SOCKET_BUFFER_BYTES ({}) must be at least {SOCKET_BUFFER_BYTES_MIN} bytes (a few frames of the largest messages); the default is {}",
-                self.socket_buffer_bytes,
-                1 << 20
+                "SOCKET_BUFFER_BYTES ({}) must be at least {SOCKET_BUFFER_BYTES_MIN} bytes (a few frames of the largest messages); the default is {SOCKET_BUFFER_BYTES_DEFAULT}",
+                self.socket_buffer_bytes
             ));
         }
         if !self.drain_duration.is_zero() && self.shutdown_timeout <= self.drain_duration + DRAIN_STOP_MARGIN {

@@ -20,7 +20,7 @@
 //!   pending poll, and the client's next poll finds the session gone and
 //!   reconnects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -267,8 +267,6 @@ pub struct Transports {
     upgraded: Mutex<HashMap<Sid, Arc<CloseSwitch>>>,
     /// The edge's whole HTTP service (set once built), for the polling close.
     service: OnceLock<axum::Router>,
-    /// Sockets being closed because their outgoing buffer overflowed.
-    overflowed: Mutex<HashSet<Sid>>,
     /// The byte counts of the sessions' outgoing buffers, by `sid`, which
     /// their transports' writes and poll responses drain ([`crate::outbox`]).
     outboxes: RwLock<HashMap<Sid, Arc<Outbox>>>,
@@ -335,7 +333,6 @@ impl Transports {
     /// Forgets what is known of `sid` (its socket closed).
     pub fn forget(&self, sid: Sid) {
         self.upgraded.lock().remove(&sid);
-        self.overflowed.lock().remove(&sid);
         self.outboxes.write().remove(&sid);
     }
 
@@ -344,12 +341,9 @@ impl Transports {
     /// fit would be lost while the socket stays connected. Closing the
     /// transport (not a DISCONNECT) makes the official client reconnect,
     /// after its own randomized delay, and catch up with `get_history`.
-    /// Only the first overflow of a socket closes it; later ones (while it
-    /// closes) only count as dropped.
+    /// Called once per socket: [`crate::socket::overflowed`] lets only the
+    /// first overflow through ([`crate::outbox::Outbox::first_overflow`]).
     pub fn close_overflowed(self: &Arc<Self>, socket: &SocketRef, user: &str, metrics: &Metrics) {
-        if !self.overflowed.lock().insert(socket.id) {
-            return;
-        }
         let transport = match socket.transport_type() {
             socketioxide::TransportType::Websocket => "websocket",
             socketioxide::TransportType::Polling => "polling",
